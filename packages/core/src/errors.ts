@@ -1,0 +1,51 @@
+/**
+ * Every error @diff/core throws on purpose is a `DiffError` with a stable `code`, so applications can branch on
+ * `error.code` instead of parsing messages. Messages say what was wrong and what is allowed.
+ */
+export type DiffErrorCode =
+  | 'INVALID_ARGUMENT'
+  | 'INVALID_CONFIG'
+  | 'UNSUPPORTED'
+  | 'MODEL_LOAD'
+  | 'MODEL_RUN'
+  | 'CALLBACK'
+  | 'ABORTED';
+
+export class DiffError extends Error {
+  readonly code: DiffErrorCode;
+  constructor(code: DiffErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** An argument is out of range, of the wrong shape or of the wrong kind. */
+export class InvalidArgumentError extends DiffError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('INVALID_ARGUMENT', message, options);
+  }
+}
+
+/** A configuration object (scheduler_config.json, model_index.json, …) holds a value the library cannot use. */
+export class ConfigError extends DiffError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('INVALID_CONFIG', message, options);
+  }
+}
+
+/** Asked for something the library does not implement (an unknown scheduler class, a prediction type, …). */
+export class UnsupportedError extends DiffError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('UNSUPPORTED', message, options);
+  }
+}
+
+/** A model folder or file is missing or malformed. `path` names the file. */
+export class ModelLoadError extends DiffError {
+  readonly path: string;
+  constructor(path: string, message: string, options?: { cause?: unknown }) {
+    super('MODEL_LOAD', `${path}: ${message}`, options);
+    this.path = path;
+  }
+}

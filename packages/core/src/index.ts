@@ -1,0 +1,6 @@
+export * from './errors.js';
+export * from './tensor.js';
+export * from './random/index.js';
+export * from './tokenizer/index.js';
+export * from './schedulers/index.js';
+export * from './runtime/index.js';

@@ -49,3 +49,23 @@ export class ModelLoadError extends DiffError {
     this.path = path;
   }
 }
+
+/** A step-end callback threw or returned something unusable. Names the callback, the hook and the step. */
+export class CallbackError extends DiffError {
+  readonly callbackName: string;
+  readonly hook: string;
+  readonly stepIndex: number;
+  constructor(callbackName: string, hook: string, stepIndex: number, reason: string, options?: { cause?: unknown }) {
+    super('CALLBACK', `Callback "${callbackName}" failed in ${hook} at step ${stepIndex}: ${reason}`, options);
+    this.callbackName = callbackName;
+    this.hook = hook;
+    this.stepIndex = stepIndex;
+  }
+}
+
+/** The caller aborted the generation through its `signal`. */
+export class AbortError extends DiffError {
+  constructor(message = 'The generation was aborted.', options?: { cause?: unknown }) {
+    super('ABORTED', message, options);
+  }
+}

@@ -5,6 +5,8 @@ import type { Tensor } from '../tensor.js';
 export interface SchedulerStepOptions {
   /** Source of the noise for stochastic schedulers (Euler Ancestral, DDIM with eta > 0). */
   generator?: Generator;
+  /** DDIM's η (diffusers' `eta`, 0 = deterministic DDIM, 1 = DDPM-like); schedulers without one ignore it. */
+  eta?: number;
 }
 
 /** What `step` returns: diffusers' `SchedulerOutput`, camelCased. */

@@ -1,0 +1,33 @@
+import type { CallbackPipeline } from '../contract.js';
+
+/**
+ * The per-generation state a callback sees as `pipeline`. Each `generate` call makes its own, so concurrent
+ * generations on one pipeline never see each other's guidance scale or interrupt flag.
+ */
+export class GenerationContext<Name extends string> implements CallbackPipeline<Name> {
+  guidanceScale: number;
+  interrupt = false;
+  readonly timesteps: readonly number[];
+  readonly batchSize: number;
+  readonly signal: AbortSignal;
+
+  constructor(
+    readonly pipelineName: string,
+    readonly callbackTensorInputs: readonly Name[],
+    settings: { guidanceScale: number; timesteps: ArrayLike<number>; batchSize: number; signal?: AbortSignal },
+  ) {
+    this.guidanceScale = settings.guidanceScale;
+    this.timesteps = Object.freeze(Array.from(settings.timesteps));
+    this.batchSize = settings.batchSize;
+    this.signal = settings.signal ?? new AbortController().signal;
+  }
+
+  get numTimesteps(): number {
+    return this.timesteps.length;
+  }
+
+  /** diffusers: `guidance_scale > 1` (the ONNX UNets here take no guidance embedding). */
+  get doClassifierFreeGuidance(): boolean {
+    return this.guidanceScale > 1;
+  }
+}

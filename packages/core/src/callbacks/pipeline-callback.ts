@@ -1,0 +1,110 @@
+import type {
+  CallbackKwargs,
+  CallbackPipeline,
+  CallbackResult,
+  CallbackTensorName,
+  StepEndCallback,
+} from '../contract.js';
+import { InvalidArgumentError } from '../errors.js';
+
+/** diffusers' `PipelineCallback` config, camelCased. */
+export interface PipelineCallbackOptions {
+  /** Fraction of the steps after which the callback acts: the step `floor(numTimesteps · ratio)`. Default 1.0. */
+  cutoffStepRatio?: number | null;
+  /** The step index at which the callback acts; giving it alone disables the ratio. */
+  cutoffStepIndex?: number | null;
+}
+
+/**
+ * Base class of the official callbacks (diffusers' `PipelineCallback`): validates the cut-off options and computes
+ * the cut-off step. Subclasses declare `tensorInputs` and implement `callbackFn`.
+ */
+export abstract class PipelineCallback<Name extends string = CallbackTensorName> implements StepEndCallback<Name> {
+  readonly specificationVersion = 'v1' as const;
+  abstract readonly tensorInputs: readonly Name[];
+  readonly optionalTensorInputs?: readonly CallbackTensorName[];
+  readonly enforce?: 'pre' | 'post';
+  readonly config: { readonly cutoffStepRatio: number | null; readonly cutoffStepIndex: number | null };
+
+  constructor(options: PipelineCallbackOptions = {}) {
+    // diffusers defaults the ratio to 1.0; naming only an index means "use the index", as the seed guide writes
+    // `cutoff_step_ratio=None, cutoff_step_index=10` explicitly.
+    const cutoffStepIndex = options.cutoffStepIndex ?? null;
+    const cutoffStepRatio = options.cutoffStepRatio === undefined ? (cutoffStepIndex === null ? 1.0 : null) : options.cutoffStepRatio;
+    if ((cutoffStepRatio === null) === (cutoffStepIndex === null)) {
+      throw new InvalidArgumentError('Either cutoffStepRatio or cutoffStepIndex should be provided, not both or none.');
+    }
+    if (cutoffStepRatio !== null && (typeof cutoffStepRatio !== 'number' || !(cutoffStepRatio >= 0 && cutoffStepRatio <= 1))) {
+      throw new InvalidArgumentError(`cutoffStepRatio must be a number between 0.0 and 1.0, got ${String(cutoffStepRatio)}.`);
+    }
+    if (cutoffStepIndex !== null && !(Number.isInteger(cutoffStepIndex) && cutoffStepIndex >= 0)) {
+      throw new InvalidArgumentError(`cutoffStepIndex must be a non-negative integer, got ${String(cutoffStepIndex)}.`);
+    }
+    this.config = Object.freeze({ cutoffStepRatio, cutoffStepIndex });
+  }
+
+  get name(): string {
+    return this.constructor.name;
+  }
+
+  /** The step index at which the callback acts in a run of `pipeline.numTimesteps` steps. */
+  cutoffStep(pipeline: Pick<CallbackPipeline, 'numTimesteps'>): number {
+    const { cutoffStepIndex, cutoffStepRatio } = this.config;
+    return cutoffStepIndex ?? Math.trunc(pipeline.numTimesteps * (cutoffStepRatio as number));
+  }
+
+  abstract callbackFn(
+    pipeline: CallbackPipeline<Name>,
+    stepIndex: number,
+    timestep: number,
+    callbackKwargs: CallbackKwargs<Name>,
+  ): CallbackResult<Name>;
+
+  onStepEnd(
+    pipeline: CallbackPipeline<Name>,
+    stepIndex: number,
+    timestep: number,
+    callbackKwargs: CallbackKwargs<Name>,
+  ): CallbackResult<Name> {
+    return this.callbackFn(pipeline, stepIndex, timestep, callbackKwargs);
+  }
+}
+
+/**
+ * Several plugins as one (diffusers' `MultiPipelineCallbacks`): they run in the given order, each receiving the
+ * kwargs the previous returned; the tensor inputs are the union of theirs, without duplicates. Pipelines unfold it
+ * so that an error names the member that failed.
+ */
+export class MultiPipelineCallbacks<Name extends string = CallbackTensorName> implements StepEndCallback<Name> {
+  readonly specificationVersion = 'v1' as const;
+  readonly name = 'MultiPipelineCallbacks';
+  readonly callbacks: readonly StepEndCallback<Name>[];
+
+  constructor(callbacks: readonly StepEndCallback<Name>[]) {
+    if (!Array.isArray(callbacks)) {
+      throw new InvalidArgumentError('MultiPipelineCallbacks takes an array of callbacks.');
+    }
+    this.callbacks = Object.freeze([...callbacks]);
+  }
+
+  get tensorInputs(): readonly Name[] {
+    return [...new Set(this.callbacks.flatMap((callback) => callback.tensorInputs))];
+  }
+
+  get optionalTensorInputs(): readonly CallbackTensorName[] {
+    return [...new Set(this.callbacks.flatMap((callback) => callback.optionalTensorInputs ?? []))];
+  }
+
+  async onStepEnd(
+    pipeline: CallbackPipeline<Name>,
+    stepIndex: number,
+    timestep: number,
+    callbackKwargs: CallbackKwargs<Name>,
+  ): Promise<Partial<CallbackKwargs<Name>>> {
+    let kwargs = callbackKwargs;
+    for (const callback of this.callbacks) {
+      kwargs = ((await callback.onStepEnd(pipeline, stepIndex, timestep, kwargs)) ?? kwargs) as CallbackKwargs<Name>;
+    }
+    return kwargs;
+  }
+}

@@ -1,0 +1,114 @@
+import sharp from 'sharp';
+import { InvalidArgumentError } from '../errors.js';
+import { Tensor } from '../tensor.js';
+
+/** 8-bit pixels, row-major, interleaved channels: what `sharp(data, { raw })` reads. */
+export interface RawImage {
+  readonly data: Uint8Array;
+  readonly width: number;
+  readonly height: number;
+  readonly channels: 1 | 3 | 4;
+}
+
+/** A generated picture: RGB, ready for `sharp(image.data, { raw: image }).png().toFile(path)` or `saveImage`. */
+export interface RgbImage extends RawImage {
+  readonly channels: 3;
+}
+
+/** An input picture: a file path, an encoded image (PNG, JPEG, WebP…) in a Buffer, or raw pixels. */
+export type ImageInput = string | Buffer | RawImage;
+
+function isRawImage(input: unknown): input is RawImage {
+  return typeof input === 'object' && input !== null && 'data' in input && 'width' in input && 'height' in input;
+}
+
+function toSharp(input: ImageInput): sharp.Sharp {
+  if (typeof input === 'string' || Buffer.isBuffer(input)) return sharp(input);
+  if (isRawImage(input)) {
+    const { data, width, height, channels } = input;
+    if (![1, 3, 4].includes(channels) || data.length !== width * height * channels) {
+      throw new InvalidArgumentError(
+        `A raw image needs width·height·channels bytes with 1, 3 or 4 channels; got ${data.length} bytes for ` +
+          `${width}×${height}×${channels}.`,
+      );
+    }
+    return sharp(data, { raw: { width, height, channels } });
+  }
+  throw new InvalidArgumentError('An image must be a file path, a Buffer with an encoded image, or { data, width, height, channels }.');
+}
+
+/**
+ * Reads a picture as float pixels in [0, 1], NCHW with batch 1, resized (Lanczos, as diffusers' image processor)
+ * to `size` when given. `'rgb'` drops alpha; `'gray'` gives one channel (PIL's "L").
+ */
+export async function readImage(
+  input: ImageInput,
+  mode: 'rgb' | 'gray',
+  size?: { width: number; height: number },
+): Promise<Tensor<'float32'>> {
+  let pipeline = toSharp(input);
+  pipeline = mode === 'gray' ? pipeline.toColourspace('b-w') : pipeline.removeAlpha().toColourspace('srgb');
+  if (size) pipeline = pipeline.resize(size.width, size.height, { fit: 'fill', kernel: 'lanczos3' });
+  let decoded: { data: Buffer; info: sharp.OutputInfo };
+  try {
+    decoded = await pipeline.raw().toBuffer({ resolveWithObject: true });
+  } catch (error) {
+    throw new InvalidArgumentError(`Could not read the image: ${(error as Error).message}`, { cause: error });
+  }
+  const { width, height, channels } = decoded.info;
+  const wanted = mode === 'gray' ? 1 : 3;
+  const planeSize = width * height;
+  const out = new Float32Array(wanted * planeSize);
+  for (let pixel = 0; pixel < planeSize; pixel++) {
+    for (let channel = 0; channel < wanted; channel++) {
+      out[channel * planeSize + pixel] = decoded.data[pixel * channels + channel] / 255;
+    }
+  }
+  return new Tensor(out, [1, wanted, height, width]);
+}
+
+/** The size of a picture without decoding all of it. */
+export async function imageSize(input: ImageInput): Promise<{ width: number; height: number }> {
+  if (isRawImage(input)) return { width: input.width, height: input.height };
+  const metadata = await toSharp(input).metadata();
+  if (!metadata.width || !metadata.height) throw new InvalidArgumentError('Could not read the image size.');
+  return { width: metadata.width, height: metadata.height };
+}
+
+/** NCHW floats in [0, 1] → 8-bit RGB pictures, rounding as diffusers' `numpy_to_pil` (`round(x · 255)`). */
+export function toRgbImages(images: Tensor<'float32'>): RgbImage[] {
+  const [batch, channels, height, width] = images.shape;
+  const planeSize = height * width;
+  const result: RgbImage[] = [];
+  for (let b = 0; b < batch; b++) {
+    const data = new Uint8Array(planeSize * 3);
+    const base = b * channels * planeSize;
+    for (let pixel = 0; pixel < planeSize; pixel++) {
+      for (let channel = 0; channel < 3; channel++) {
+        data[pixel * 3 + channel] = Math.round(images.data[base + channel * planeSize + pixel] * 255);
+      }
+    }
+    result.push({ data, width, height, channels: 3 });
+  }
+  return result;
+}
+
+/** NCHW → NHWC, diffusers' `output_type="np"` layout. */
+export function toChannelsLast(images: Tensor<'float32'>): Tensor<'float32'> {
+  const [batch, channels, height, width] = images.shape;
+  const planeSize = height * width;
+  const out = new Float32Array(images.size);
+  for (let b = 0; b < batch; b++) {
+    for (let channel = 0; channel < channels; channel++) {
+      for (let pixel = 0; pixel < planeSize; pixel++) {
+        out[(b * planeSize + pixel) * channels + channel] = images.data[(b * channels + channel) * planeSize + pixel];
+      }
+    }
+  }
+  return new Tensor(out, [batch, height, width, channels]);
+}
+
+/** Writes a generated picture; the format follows the file extension (png, jpg, webp, …). */
+export async function saveImage(image: RawImage, path: string): Promise<void> {
+  await sharp(image.data, { raw: { width: image.width, height: image.height, channels: image.channels } }).toFile(path);
+}

@@ -1,0 +1,136 @@
+import { GenerationContext } from '../callbacks/context.js';
+import { resolveStepEndCallbacks } from '../callbacks/step-end.js';
+import type { CallbackOnStepEndOption, StableDiffusionTensorName } from '../contract.js';
+import type { Generator } from '../random/generator.js';
+import type { Scheduler } from '../schedulers/scheduler.js';
+import { Tensor } from '../tensor.js';
+import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
+import {
+  applyGuidance,
+  checkBatch,
+  encodePrompt,
+  finishOutput,
+  normalizePrompts,
+  prepareLatents,
+  rescaleNoiseCfg,
+  timestepFeed,
+  type OutputType,
+  type PipelineOutput,
+} from './steps.js';
+import { checkGenerationOptions, throwIfAborted } from './validation.js';
+
+/** Options shared by the SD 1.x pipelines (diffusers' `__call__` arguments, camelCased). */
+export interface StableDiffusionBaseOptions<Name extends string, Requested extends Name, Output extends OutputType> {
+  prompt?: string | readonly string[];
+  negativePrompt?: string | readonly string[];
+  numInferenceSteps?: number;
+  guidanceScale?: number;
+  /** Rescales the guided prediction towards the text one (0 = off), diffusers' `guidance_rescale`. */
+  guidanceRescale?: number;
+  numImagesPerPrompt?: number;
+  generator?: Generator;
+  promptEmbeds?: Tensor<'float32'>;
+  negativePromptEmbeds?: Tensor<'float32'>;
+  outputType?: Output;
+  callbackOnStepEnd?: CallbackOnStepEndOption<Name, Requested>;
+  /** Tensors handed to plain function callbacks (default `['latents']`); plugins declare their own. */
+  callbackOnStepEndTensorInputs?: readonly Requested[];
+  signal?: AbortSignal;
+}
+
+export interface StableDiffusionOptions<Requested extends StableDiffusionTensorName = 'latents', Output extends OutputType = 'image'>
+  extends StableDiffusionBaseOptions<StableDiffusionTensorName, Requested, Output> {
+  height?: number;
+  width?: number;
+  /** Start from these (unscaled) latents instead of fresh noise. */
+  latents?: Tensor<'float32'>;
+}
+
+/** Text-to-image with Stable Diffusion 1.x / 2.x ONNX exports (diffusers' `StableDiffusionPipeline`). */
+export class StableDiffusionPipeline {
+  static readonly callbackTensorInputs: readonly StableDiffusionTensorName[] = ['latents', 'promptEmbeds', 'negativePromptEmbeds'];
+  readonly callbackTensorInputs = StableDiffusionPipeline.callbackTensorInputs;
+  /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
+  scheduler: Scheduler;
+
+  constructor(readonly components: CommonComponents) {
+    this.scheduler = components.scheduler;
+  }
+
+  static async fromPretrained(dir: string, options: PipelineLoadOptions = {}): Promise<StableDiffusionPipeline> {
+    return new StableDiffusionPipeline(await loadCommonComponents(dir, options));
+  }
+
+  async generate<const Requested extends StableDiffusionTensorName = 'latents', Output extends OutputType = 'image'>(
+    options: StableDiffusionOptions<Requested, Output>,
+  ): Promise<PipelineOutput<Output>> {
+    const { unet, vaeScaleFactor } = this.components;
+    const sampleSize = typeof this.components.unetConfig.sample_size === 'number' ? this.components.unetConfig.sample_size : 64;
+    const {
+      height = sampleSize * vaeScaleFactor,
+      width = sampleSize * vaeScaleFactor,
+      numInferenceSteps = 50,
+      guidanceScale = 7.5,
+      guidanceRescale = 0,
+      numImagesPerPrompt = 1,
+      generator,
+      signal,
+    } = options;
+    checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
+    const callbacks = resolveStepEndCallbacks(options.callbackOnStepEnd, {
+      tensorInputs: options.callbackOnStepEndTensorInputs,
+      allowed: this.callbackTensorInputs,
+      pipelineName: 'StableDiffusionPipeline',
+    });
+    const scheduler = this.scheduler.clone();
+    const { prompts, negatives } = normalizePrompts(options.prompt, options.negativePrompt);
+
+    const encoded = await encodePrompt(this.components, {
+      prompts, negatives, numImagesPerPrompt, doClassifierFreeGuidance: guidanceScale > 1,
+      promptEmbeds: options.promptEmbeds, negativePromptEmbeds: options.negativePromptEmbeds,
+    });
+    let negativePromptEmbeds = encoded.negativePromptEmbeds;
+    let promptEmbeds = guidanceScale > 1 && negativePromptEmbeds ? Tensor.cat([negativePromptEmbeds, encoded.promptEmbeds]) : encoded.promptEmbeds;
+
+    scheduler.setTimesteps(numInferenceSteps);
+    const timesteps = scheduler.timesteps;
+    const latentShape = [encoded.promptEmbeds.shape[0], 4, height / vaeScaleFactor, width / vaeScaleFactor];
+    let latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
+    const pipeline = new GenerationContext('StableDiffusionPipeline', this.callbackTensorInputs, {
+      guidanceScale, timesteps, batchSize: latents.shape[0], signal,
+    });
+
+    for (let stepIndex = 0; stepIndex < timesteps.length; stepIndex++) {
+      throwIfAborted(signal);
+      if (pipeline.interrupt) continue;
+      const timestep = timesteps[stepIndex];
+      const cfg = pipeline.doClassifierFreeGuidance;
+      checkBatch('promptEmbeds', promptEmbeds, latents.shape[0] * (cfg ? 2 : 1), cfg);
+
+      const latentModelInput = scheduler.scaleModelInput(cfg ? Tensor.cat([latents, latents]) : latents, timestep);
+      const { out_sample: noisePred } = await unet.run({
+        sample: latentModelInput,
+        timestep: timestepFeed(timestep, latentModelInput.shape[0]),
+        encoder_hidden_states: promptEmbeds,
+      });
+      let guidedNoise = noisePred;
+      if (cfg) {
+        const { guided, text } = applyGuidance(noisePred, pipeline.guidanceScale);
+        guidedNoise = guidanceRescale > 0 ? rescaleNoiseCfg(guided, text, guidanceRescale) : guided;
+      }
+      latents = scheduler.step(guidedNoise, timestep, latents, { generator }).prevSample;
+
+      if (!callbacks.isEmpty) {
+        const replaced = await callbacks.run(pipeline, stepIndex, timestep, { latents, promptEmbeds, negativePromptEmbeds });
+        ({ latents = latents, promptEmbeds = promptEmbeds, negativePromptEmbeds = negativePromptEmbeds } = replaced);
+      }
+    }
+    throwIfAborted(signal);
+    return finishOutput(options.outputType ?? ('image' as Output), latents, this.components);
+  }
+
+  /** Frees every ONNX Runtime session of this pipeline. */
+  async dispose(): Promise<void> {
+    await this.components.pool.dispose();
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * The steps every pipeline shares (diffusers' `encode_prompt`, `prepare_latents`, guidance, decoding), as plain
+ * functions over tensors, so each pipeline's loop stays one readable screen.
+ */
+import { InvalidArgumentError } from '../errors.js';
+import { randn, type Generator } from '../random/generator.js';
+import type { OnnxModel } from '../runtime/onnx-model.js';
+import { Tensor } from '../tensor.js';
+import type { CLIPTokenizer } from '../tokenizer/clip-tokenizer.js';
+import { toChannelsLast, toRgbImages, type RgbImage } from './images.js';
+
+export type OutputType = 'image' | 'np' | 'latent';
+
+/** What a pipeline returns: `images` are RGB pictures, NHWC floats in [0, 1] (`'np'`), or the latents. */
+export interface PipelineOutput<Output extends OutputType = 'image'> {
+  images: Output extends 'image' ? RgbImage[] : Tensor<'float32'>;
+}
+
+/** torch's `repeat_interleave(times, dim=0)`: each row `times` times in a row. */
+export function repeatRows(tensor: Tensor<'float32'>, times: number): Tensor<'float32'> {
+  if (times === 1) return tensor;
+  const rowSize = tensor.size / tensor.shape[0];
+  const out = new Float32Array(tensor.size * times);
+  for (let row = 0; row < tensor.shape[0]; row++) {
+    const source = tensor.data.subarray(row * rowSize, (row + 1) * rowSize);
+    for (let copy = 0; copy < times; copy++) out.set(source, (row * times + copy) * rowSize);
+  }
+  return new Tensor(out, [tensor.shape[0] * times, ...tensor.shape.slice(1)]);
+}
+
+export function scaleTensor(tensor: Tensor<'float32'>, factor: number): Tensor<'float32'> {
+  if (factor === 1) return tensor;
+  const out = new Float32Array(tensor.size);
+  const factor32 = Math.fround(factor); // torch multiplies a float32 tensor by the scalar cast to float32
+  for (let i = 0; i < out.length; i++) out[i] = tensor.data[i] * factor32;
+  return new Tensor(out, tensor.shape);
+}
+
+/** Prompts as a list, and the negative prompts matched to them (diffusers' checks and messages). */
+export function normalizePrompts(prompt: string | readonly string[] | undefined, negativePrompt: string | readonly string[] | undefined) {
+  const prompts = typeof prompt === 'string' ? [prompt] : prompt ? [...prompt] : undefined;
+  if (prompts !== undefined && (prompts.length === 0 || prompts.some((p) => typeof p !== 'string'))) {
+    throw new InvalidArgumentError('prompt must be a string or a non-empty array of strings.');
+  }
+  const negatives = typeof negativePrompt === 'string' ? [negativePrompt] : negativePrompt ? [...negativePrompt] : undefined;
+  if (prompts && negatives && negatives.length !== prompts.length && typeof negativePrompt !== 'string') {
+    throw new InvalidArgumentError(
+      `negativePrompt has ${negatives.length} entries but prompt has ${prompts.length}; give one per prompt or a single string.`,
+    );
+  }
+  return { prompts, negatives };
+}
+
+/** Tokenizes and runs a CLIP text encoder; returns the requested outputs (all `[batch, …]`). */
+export async function runTextEncoder(
+  tokenizer: CLIPTokenizer,
+  textEncoder: OnnxModel,
+  prompts: readonly string[],
+  outputNames: readonly string[] = ['last_hidden_state'],
+): Promise<Record<string, Tensor<'float32'>>> {
+  const { inputIds } = tokenizer.call(prompts, { padding: 'max_length', maxLength: tokenizer.modelMaxLength, truncation: true });
+  const ids = new Int32Array(inputIds.flat());
+  return textEncoder.run({ input_ids: { data: ids, shape: [inputIds.length, inputIds[0].length] } }, outputNames);
+}
+
+/**
+ * diffusers' `encode_prompt` for SD 1.x: prompt embeddings repeated per image, and the negative ones when
+ * classifier-free guidance is on (empty prompts when no negative prompt is given). Given embeddings are used as is.
+ */
+export async function encodePrompt(
+  encoder: { tokenizer: CLIPTokenizer; textEncoder: OnnxModel },
+  settings: {
+    prompts: readonly string[] | undefined;
+    negatives: readonly string[] | undefined;
+    numImagesPerPrompt: number;
+    doClassifierFreeGuidance: boolean;
+    promptEmbeds?: Tensor<'float32'>;
+    negativePromptEmbeds?: Tensor<'float32'>;
+  },
+): Promise<{ promptEmbeds: Tensor<'float32'>; negativePromptEmbeds?: Tensor<'float32'> }> {
+  const { tokenizer, textEncoder } = encoder;
+  let promptEmbeds = settings.promptEmbeds;
+  if (!promptEmbeds) {
+    if (!settings.prompts) throw new InvalidArgumentError('Give either prompt or promptEmbeds.');
+    promptEmbeds = (await runTextEncoder(tokenizer, textEncoder, settings.prompts)).last_hidden_state;
+  }
+  const batchSize = promptEmbeds.shape[0];
+  let negativePromptEmbeds = settings.negativePromptEmbeds;
+  if (settings.doClassifierFreeGuidance && !negativePromptEmbeds) {
+    const negatives = settings.negatives
+      ? settings.negatives.length === 1 && batchSize > 1 ? Array(batchSize).fill(settings.negatives[0]) : settings.negatives
+      : Array<string>(batchSize).fill('');
+    negativePromptEmbeds = (await runTextEncoder(tokenizer, textEncoder, negatives)).last_hidden_state;
+  }
+  if (negativePromptEmbeds && negativePromptEmbeds.shape.join() !== promptEmbeds.shape.join()) {
+    throw new InvalidArgumentError(
+      `negativePromptEmbeds [${negativePromptEmbeds.shape.join(', ')}] must have the shape of promptEmbeds [${promptEmbeds.shape.join(', ')}].`,
+    );
+  }
+  return {
+    promptEmbeds: repeatRows(promptEmbeds, settings.numImagesPerPrompt),
+    negativePromptEmbeds: negativePromptEmbeds && repeatRows(negativePromptEmbeds, settings.numImagesPerPrompt),
+  };
+}
+
+/** diffusers' `prepare_latents` for text-to-image (one draw for the whole batch, as `randn_tensor`): noise (or the given latents) times the scheduler's `initNoiseSigma`. */
+export function prepareLatents(
+  shape: readonly number[],
+  initNoiseSigma: number,
+  generator: Generator | undefined,
+  latents?: Tensor<'float32'>,
+): Tensor<'float32'> {
+  if (latents && latents.shape.join() !== shape.join()) {
+    throw new InvalidArgumentError(`latents have shape [${latents.shape.join(', ')}]; expected [${shape.join(', ')}].`);
+  }
+  return scaleTensor(latents ?? (randn(shape, { generator }) as Tensor<'float32'>), initNoiseSigma);
+}
+
+/**
+ * Classifier-free guidance on a `[uncond; text]` batch: `uncond + scale·(text − uncond)`, each operation rounded
+ * to float32 as torch does. Returns the guided prediction and the text half (for `guidanceRescale`).
+ */
+export function applyGuidance(noisePred: Tensor<'float32'>, guidanceScale: number): { guided: Tensor<'float32'>; text: Tensor<'float32'> } {
+  const [uncond, text] = noisePred.chunk(2);
+  const guided = new Float32Array(uncond.size);
+  const scale = Math.fround(guidanceScale);
+  for (let i = 0; i < guided.length; i++) {
+    guided[i] = uncond.data[i] + Math.fround(scale * Math.fround(text.data[i] - uncond.data[i]));
+  }
+  return { guided: new Tensor(guided, uncond.shape), text };
+}
+
+/** diffusers' `rescale_noise_cfg` (Lin et al. 2023, §3.4): per-image std of the guided prediction matched to the text one. */
+export function rescaleNoiseCfg(noiseCfg: Tensor<'float32'>, noisePredText: Tensor<'float32'>, guidanceRescale: number): Tensor<'float32'> {
+  const rows = noiseCfg.shape[0];
+  const rowSize = noiseCfg.size / rows;
+  const out = new Float32Array(noiseCfg.size);
+  const std = (data: Float32Array, offset: number) => {
+    let mean = 0;
+    for (let i = 0; i < rowSize; i++) mean += data[offset + i];
+    mean /= rowSize;
+    let sum = 0;
+    for (let i = 0; i < rowSize; i++) sum += (data[offset + i] - mean) ** 2;
+    return Math.sqrt(sum / (rowSize - 1));
+  };
+  for (let row = 0; row < rows; row++) {
+    const offset = row * rowSize;
+    const ratio = std(noisePredText.data, offset) / std(noiseCfg.data, offset);
+    for (let i = 0; i < rowSize; i++) {
+      const value = noiseCfg.data[offset + i];
+      out[offset + i] = guidanceRescale * (value * ratio) + (1 - guidanceRescale) * value;
+    }
+  }
+  return new Tensor(out, noiseCfg.shape);
+}
+
+/** Feeds for a UNet-like model: the timestep as a `[batch]` vector (the runner adapts it to the model's rank/type). */
+export function timestepFeed(timestep: number, batch: number) {
+  return { data: new Float32Array(batch).fill(timestep), shape: [batch] };
+}
+
+/** The VAE decoder on `latents / scalingFactor`, then `clamp(x / 2 + 0.5, 0, 1)`: NCHW images in [0, 1]. */
+export async function decodeLatents(vaeDecoder: OnnxModel, latents: Tensor<'float32'>, scalingFactor: number): Promise<Tensor<'float32'>> {
+  const scaled = new Float32Array(latents.size);
+  const divisor = Math.fround(scalingFactor);
+  for (let i = 0; i < scaled.length; i++) scaled[i] = latents.data[i] / divisor;
+  const { sample } = await vaeDecoder.run({ latent_sample: new Tensor(scaled, latents.shape) }, ['sample']);
+  const images = new Float32Array(sample.size);
+  for (let i = 0; i < images.length; i++) images[i] = Math.min(1, Math.max(0, sample.data[i] / 2 + 0.5));
+  return new Tensor(images, sample.shape);
+}
+
+/** Decodes (unless `'latent'`) and formats the result as asked. */
+export async function finishOutput<Output extends OutputType>(
+  outputType: Output,
+  latents: Tensor<'float32'>,
+  vae: { vaeDecoder: OnnxModel; scalingFactor: number },
+): Promise<PipelineOutput<Output>> {
+  if (outputType === 'latent') return { images: latents } as PipelineOutput<Output>;
+  const images = await decodeLatents(vae.vaeDecoder, latents, vae.scalingFactor);
+  return { images: outputType === 'np' ? toChannelsLast(images) : toRgbImages(images) } as PipelineOutput<Output>;
+}
+
+/**
+ * Checks that a tensor a callback may have replaced still fits the batch of the next UNet call, with a message
+ * that says how to fix the callback (the usual mistake: guidance turned off without halving the embeddings).
+ */
+export function checkBatch(name: string, tensor: Tensor<'float32'>, expectedRows: number, doClassifierFreeGuidance: boolean): void {
+  if (tensor.shape[0] === expectedRows) return;
+  const hint = doClassifierFreeGuidance
+    ? 'classifier-free guidance is on, so it needs the [negative; positive] rows'
+    : 'classifier-free guidance is off, so keep only the conditional half (e.g. chunk(2)[1]) when turning it off';
+  throw new InvalidArgumentError(`${name} has ${tensor.shape[0]} rows but the next step needs ${expectedRows}: ${hint}.`);
+}

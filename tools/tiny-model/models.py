@@ -28,15 +28,15 @@ class VAEEncoder(nn.Module):
         super().__init__()
         c0, c1, c2 = ch
         self.net = nn.Sequential(
-            nn.PixelUnshuffle(2),  # 12 @ 32
-            nn.Conv2d(12, c0, 3, padding=1),
+            nn.Conv2d(3, c0, 4, stride=2, padding=1),  # @32
             VRes(c0),
             nn.SiLU(),
             nn.Conv2d(c0, c1, 3, stride=2, padding=1),  # @16
             VRes(c1),
             nn.SiLU(),
             nn.Conv2d(c1, c2, 3, stride=2, padding=1),  # @8
-            VRes(c2),
+            nn.SiLU(),
+            nn.Conv2d(c2, c2, 3, padding=1),
             nn.SiLU(),
             nn.Conv2d(c2, 2 * zc, 3, padding=1),
         )
@@ -48,12 +48,11 @@ class VAEEncoder(nn.Module):
 class VAEDecoder(nn.Module):
     """[B,4,8,8] (unscaled latents) -> [B,3,64,64] in about [-1,1]."""
 
-    def __init__(self, ch=(128, 64, 32), zc=4):
+    def __init__(self, ch=(96, 64, 32), zc=4):
         super().__init__()
         c0, c1, c2 = ch
         self.net = nn.Sequential(
             nn.Conv2d(zc, c0, 3, padding=1),
-            VRes(c0),
             VRes(c0),
             nn.SiLU(),
             nn.Upsample(scale_factor=2.0, mode="nearest"),
@@ -187,8 +186,7 @@ class UNet(nn.Module):
         self.d0r, self.d0a = ResBlock(c0, c0, tdim), SpatialTransformer(c0, ctx_dim, heads, ff0)
         self.down = nn.Conv2d(c0, c1, 3, stride=2, padding=1)
         self.d1r, self.d1a = ResBlock(c1, c1, tdim), SpatialTransformer(c1, ctx_dim, heads, ff1)
-        self.mr, self.ma = ResBlock(c1, c1, tdim), SpatialTransformer(c1, ctx_dim, heads, ff1)
-        self.u1r, self.u1a = ResBlock(2 * c1, c1, tdim), SpatialTransformer(c1, ctx_dim, heads, ff1)
+        self.u1r, self.u1a = ResBlock(c1, c1, tdim), SpatialTransformer(c1, ctx_dim, heads, ff1)
         self.up = nn.Conv2d(c1, c0, 3, padding=1)
         self.u0r, self.u0a = ResBlock(2 * c0, c0, tdim), SpatialTransformer(c0, ctx_dim, heads, ff0)
         self.n_out, self.conv_out = gn(c0), nn.Conv2d(c0, 4, 3, padding=1)
@@ -205,8 +203,7 @@ class UNet(nn.Module):
         h0 = self.d0a(self.d0r(x, temb), ctx)
         x = self.down(h0)
         h1 = self.d1a(self.d1r(x, temb), ctx)
-        x = self.ma(self.mr(h1, temb), ctx)
-        x = self.u1a(self.u1r(torch.cat([x, h1], 1), temb), ctx)
+        x = self.u1a(self.u1r(h1, temb), ctx)
         x = self.up(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         x = self.u0a(self.u0r(torch.cat([x, h0], 1), temb), ctx)
         return self.conv_out(F.silu(self.n_out(x)))

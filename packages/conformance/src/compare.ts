@@ -38,7 +38,8 @@ export function compareArrays(actual: ArrayLike<number>, expected: ArrayLike<num
   let failures = sameLength ? 0 : 1;
   for (let i = 0; i < length; i++) {
     const diff = absDiff(actual[i], expected[i]);
-    const excess = diff - (tolerance.atol + tolerance.rtol * Math.abs(expected[i]));
+    // A bound grown infinite by a non-finite reference must not admit an infinite difference.
+    const excess = diff === Infinity ? Infinity : diff - (tolerance.atol + tolerance.rtol * Math.abs(expected[i]));
     if (excess > 0) failures++;
     if (diff > maxAbsDiff) maxAbsDiff = diff;
     if (sameLength && excess > worstExcess) {

@@ -69,3 +69,12 @@ export class AbortError extends DiffError {
     super('ABORTED', message, options);
   }
 }
+
+/** ONNX Runtime failed while running a model that loaded. `path` names the model file. */
+export class ModelRunError extends DiffError {
+  readonly path: string;
+  constructor(path: string, message: string, options?: { cause?: unknown }) {
+    super('MODEL_RUN', `${path}: ${message}`, options);
+    this.path = path;
+  }
+}

@@ -19,7 +19,7 @@ function sizeOf(shape: readonly number[]): number {
  * Deliberately small — the heavy math runs in ONNX Runtime; this only carries data and offers the few reshaping
  * operations callbacks need (`chunk`, `cat`), with torch's semantics.
  */
-export class Tensor<D extends FloatDType = FloatDType> {
+export class Tensor<D extends FloatDType = 'float32'> {
   readonly data: FloatData<D>;
   readonly shape: readonly number[];
 
@@ -36,9 +36,9 @@ export class Tensor<D extends FloatDType = FloatDType> {
 
   static zeros(shape: readonly number[], dtype: 'float64'): Tensor<'float64'>;
   static zeros(shape: readonly number[], dtype?: 'float32'): Tensor<'float32'>;
-  static zeros(shape: readonly number[], dtype: FloatDType = 'float32'): Tensor {
+  static zeros(shape: readonly number[], dtype: FloatDType = 'float32'): Tensor<FloatDType> {
     const size = sizeOf(shape);
-    return new Tensor(dtype === 'float64' ? new Float64Array(size) : new Float32Array(size), shape);
+    return dtype === 'float64' ? new Tensor<'float64'>(new Float64Array(size), shape) : new Tensor(new Float32Array(size), shape);
   }
 
   get dtype(): D {

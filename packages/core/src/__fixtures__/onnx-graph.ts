@@ -22,9 +22,15 @@ export interface SerializedModel {
 }
 
 export interface SerializeOptions {
-  /** Store every float initializer in this file (a name next to the model, e.g. `model.onnx_data`). */
+  /**
+   * Store the float weights in this file (a name next to the model, e.g. `model.onnx_data`). Like onnx's
+   * `convert_model_to_external_data`, small tensors stay inline: ORT's shape inference must read constants such as
+   * Resize scales from the model itself.
+   */
   externalWeightsFile?: string;
 }
+
+const EXTERNAL_MIN_BYTES = 64;
 
 interface Initializer {
   name: string;
@@ -104,20 +110,23 @@ export class GraphBuilder {
     return type === 'float32' ? value : this.op('Cast', [value], { to: ELEMENT_TYPE_CODE.float32 });
   }
 
-  serialize(options: SerializeOptions = {}): SerializedModel {
-    const external: Uint8Array[] = [];
+  serialize({ externalWeightsFile }: SerializeOptions = {}): SerializedModel {
+    const externalParts: Uint8Array[] = [];
     let externalLength = 0;
     const initializer = this.initializers.map((init): onnx.ITensorProto => {
       const tensor: onnx.ITensorProto = { name: init.name, dataType: ELEMENT_TYPE_CODE[init.type], dims: [...init.dims] };
-      if (options.externalWeightsFile === undefined || init.type !== 'float32') return { ...tensor, rawData: init.bytes };
-      external.push(init.bytes);
+      if (externalWeightsFile === undefined || init.type !== 'float32' || init.bytes.length < EXTERNAL_MIN_BYTES) {
+        return { ...tensor, rawData: init.bytes };
+      }
+      const offset = externalLength;
+      externalParts.push(init.bytes);
       externalLength += init.bytes.length;
       return {
         ...tensor,
         dataLocation: proto.TensorProto.DataLocation.EXTERNAL,
         externalData: [
-          { key: 'location', value: options.externalWeightsFile },
-          { key: 'offset', value: String(externalLength - init.bytes.length) },
+          { key: 'location', value: externalWeightsFile },
+          { key: 'offset', value: String(offset) },
           { key: 'length', value: String(init.bytes.length) },
         ],
       };
@@ -128,14 +137,7 @@ export class GraphBuilder {
       opsetImport: [{ domain: '', version: OPSET_VERSION }],
       graph: { name: this.name, input: this.inputs, output: this.outputs, node: this.nodes, initializer },
     }).finish();
-    if (options.externalWeightsFile === undefined) return { model };
-    const externalWeights = new Uint8Array(externalLength);
-    let offset = 0;
-    for (const bytes of external) {
-      externalWeights.set(bytes, offset);
-      offset += bytes.length;
-    }
-    return { model, externalWeights };
+    return externalWeightsFile === undefined ? { model } : { model, externalWeights: Buffer.concat(externalParts) };
   }
 
   private fresh(prefix: string): string {

@@ -49,7 +49,7 @@ const ADDITION_TIME_EMBED_DIM = 8;
 // results, then <|startoftext|> and <|endoftext|> last (as 49406 and 49407 are last in CLIP's).
 const MERGES = [
   'i n', 't h', 'a n', 'r e', 'o n', 'th e</w>', 'c a', 'ca t</w>', 'd o', 'do g</w>', 'p h', 'o t', 'ot o</w>',
-  'ph oto</w>', 'o f</w>', 'a </w>', 're d</w>', 'in g</w>',
+  'ph oto</w>', 'o f</w>', 're d</w>', 'in g</w>',
 ];
 const BYTE_SYMBOLS = byteSymbols();
 const VOCAB_TOKENS = [

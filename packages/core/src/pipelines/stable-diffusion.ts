@@ -5,19 +5,18 @@ import type { Generator } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { Tensor } from '../tensor.js';
 import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
+import { denoise } from './denoise.js';
 import {
-  applyGuidance,
   checkBatch,
   encodePrompt,
   finishOutput,
   normalizePrompts,
   prepareLatents,
-  rescaleNoiseCfg,
   timestepFeed,
   type OutputType,
   type PipelineOutput,
 } from './steps.js';
-import { checkGenerationOptions, throwIfAborted } from './validation.js';
+import { checkGenerationOptions } from './validation.js';
 
 /** Options shared by the SD 1.x pipelines (diffusers' `__call__` arguments, camelCased). */
 export interface StableDiffusionBaseOptions<Name extends string, Requested extends Name, Output extends OutputType> {
@@ -89,44 +88,32 @@ export class StableDiffusionPipeline {
       prompts, negatives, numImagesPerPrompt, doClassifierFreeGuidance: guidanceScale > 1,
       promptEmbeds: options.promptEmbeds, negativePromptEmbeds: options.negativePromptEmbeds,
     });
-    let negativePromptEmbeds = encoded.negativePromptEmbeds;
-    let promptEmbeds = guidanceScale > 1 && negativePromptEmbeds ? Tensor.cat([negativePromptEmbeds, encoded.promptEmbeds]) : encoded.promptEmbeds;
+    const negativePromptEmbeds = encoded.negativePromptEmbeds;
+    const promptEmbeds = guidanceScale > 1 && negativePromptEmbeds ? Tensor.cat([negativePromptEmbeds, encoded.promptEmbeds]) : encoded.promptEmbeds;
 
     scheduler.setTimesteps(numInferenceSteps);
     const timesteps = scheduler.timesteps;
     const latentShape = [encoded.promptEmbeds.shape[0], 4, height / vaeScaleFactor, width / vaeScaleFactor];
-    let latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
+    const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
     const pipeline = new GenerationContext('StableDiffusionPipeline', this.callbackTensorInputs, {
       guidanceScale, timesteps, batchSize: latents.shape[0], signal,
     });
 
-    for (let stepIndex = 0; stepIndex < timesteps.length; stepIndex++) {
-      throwIfAborted(signal);
-      if (pipeline.interrupt) continue;
-      const timestep = timesteps[stepIndex];
-      const cfg = pipeline.doClassifierFreeGuidance;
-      checkBatch('promptEmbeds', promptEmbeds, latents.shape[0] * (cfg ? 2 : 1), cfg);
-
-      const latentModelInput = scheduler.scaleModelInput(cfg ? Tensor.cat([latents, latents]) : latents, timestep);
-      const { out_sample: noisePred } = await unet.run({
-        sample: latentModelInput,
-        timestep: timestepFeed(timestep, latentModelInput.shape[0]),
-        encoder_hidden_states: promptEmbeds,
-      });
-      let guidedNoise = noisePred;
-      if (cfg) {
-        const { guided, text } = applyGuidance(noisePred, pipeline.guidanceScale);
-        guidedNoise = guidanceRescale > 0 ? rescaleNoiseCfg(guided, text, guidanceRescale) : guided;
-      }
-      latents = scheduler.step(guidedNoise, timestep, latents, { generator }).prevSample;
-
-      if (!callbacks.isEmpty) {
-        const replaced = await callbacks.run(pipeline, stepIndex, timestep, { latents, promptEmbeds, negativePromptEmbeds });
-        ({ latents = latents, promptEmbeds = promptEmbeds, negativePromptEmbeds = negativePromptEmbeds } = replaced);
-      }
-    }
-    throwIfAborted(signal);
-    return finishOutput(options.outputType ?? ('image' as Output), latents, this.components);
+    const finalLatents = await denoise<StableDiffusionTensorName>({
+      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
+      tensors: { latents, promptEmbeds, negativePromptEmbeds },
+      predictNoise: async (latentModelInput, timestep, _stepIndex, tensors) => {
+        const encoderHiddenStates = tensors.promptEmbeds as Tensor<'float32'>;
+        checkBatch('promptEmbeds', encoderHiddenStates, latentModelInput.shape[0], pipeline.doClassifierFreeGuidance);
+        const { out_sample } = await unet.run({
+          sample: latentModelInput,
+          timestep: timestepFeed(timestep, latentModelInput.shape[0]),
+          encoder_hidden_states: encoderHiddenStates,
+        });
+        return out_sample;
+      },
+    });
+    return finishOutput(options.outputType ?? ('image' as Output), finalLatents, this.components);
   }
 
   /** Frees every ONNX Runtime session of this pipeline. */

@@ -4,8 +4,9 @@
  * CPUGeneratorImpl.cpp, DistributionsHelper.h, TransformationHelper.h and native/cpu/DistributionTemplates.h.
  */
 import { InvalidArgumentError } from '../errors.js';
-import { Tensor } from '../tensor.js';
+import { Tensor, type FloatDType } from '../tensor.js';
 import { logFloat32, sinCosFloat32 } from './cephes.js';
+import { logDouble, sinCosDouble } from './libm.js';
 
 /** torch's default_rng_seed_val: what a fresh `torch.Generator()` is seeded with. */
 const DEFAULT_SEED = 67280421310721n;
@@ -40,6 +41,9 @@ export interface RandomOptions {
   generator?: Generator;
   dtype?: 'float32' | 'float64';
 }
+
+/** Scratch for the (sin, cos) pairs the math helpers write, so no draw allocates. */
+const sinCos = new Float64Array(2);
 
 /** MT19937 with torch's seeding, plus the cached normal that torch keeps in the generator. */
 class TorchCpuEngine {
@@ -89,11 +93,12 @@ class TorchCpuEngine {
     }
     const u1 = this.nextDoubleUniform();
     const u2 = this.nextDoubleUniform();
+    // V8's log1p is fdlibm's, as is glibc's; sin and cos need correct rounding to agree with glibc.
     const radius = Math.sqrt(-2 * Math.log1p(-u2));
-    const theta = TWO_PI * u1;
+    sinCosDouble(TWO_PI * u1, sinCos);
     // torch applies x·std + mean (std 1, mean 0) to both values, which turns −0 into +0.
-    this.cachedNormal = radius * Math.sin(theta) + 0;
-    return radius * Math.cos(theta) + 0;
+    this.cachedNormal = radius * sinCos[0] + 0;
+    return radius * sinCos[1] + 0;
   }
 
   private twist(): void {
@@ -223,15 +228,18 @@ function resolveOptions(
 /**
  * torch.randn on the CPU. Tensors of 16 or more elements take torch's vectorised path (uniforms first, then Box–Muller
  * on blocks of 16, the last partial block redrawn); smaller ones draw scalar normals and share the cached one.
- * float32 matches torch bit for bit; float64 uses the same scheme with this platform's libm.
+ * float32 matches torch bit for bit; float64 does wherever glibc's log, sin and cos round correctly (all but ~0.1 %).
  */
-export function randn(shape: readonly number[], options?: RandomOptions): Tensor {
+export function randn(shape: readonly number[], options: RandomOptions & { dtype: 'float64' }): Tensor<'float64'>;
+export function randn(shape: readonly number[], options?: RandomOptions & { dtype?: 'float32' }): Tensor<'float32'>;
+export function randn(shape: readonly number[], options?: RandomOptions): Tensor<FloatDType>;
+export function randn(shape: readonly number[], options?: RandomOptions): Tensor<FloatDType> {
   const { engine, dtype, size } = resolveOptions('randn', shape, options);
   if (dtype === 'float64') {
     const data = new Float64Array(size);
     if (size >= BLOCK) fillNormalBlocks(engine, data, () => engine.nextDoubleUniform(), boxMullerFloat64);
     else for (let i = 0; i < size; i++) data[i] = engine.nextScalarNormal();
-    return new Tensor(data, shape);
+    return new Tensor<'float64'>(data, shape);
   }
   const data = new Float32Array(size);
   if (size >= BLOCK) fillNormalBlocks(engine, data, () => engine.nextFloatUniform(), boxMullerFloat32);
@@ -240,12 +248,15 @@ export function randn(shape: readonly number[], options?: RandomOptions): Tensor
 }
 
 /** torch.rand on the CPU: uniforms in [0, 1), 24 random bits for float32 and 53 for float64. */
-export function rand(shape: readonly number[], options?: RandomOptions): Tensor {
+export function rand(shape: readonly number[], options: RandomOptions & { dtype: 'float64' }): Tensor<'float64'>;
+export function rand(shape: readonly number[], options?: RandomOptions & { dtype?: 'float32' }): Tensor<'float32'>;
+export function rand(shape: readonly number[], options?: RandomOptions): Tensor<FloatDType>;
+export function rand(shape: readonly number[], options?: RandomOptions): Tensor<FloatDType> {
   const { engine, dtype, size } = resolveOptions('rand', shape, options);
   if (dtype === 'float64') {
     const data = new Float64Array(size);
     for (let i = 0; i < size; i++) data[i] = engine.nextDoubleUniform();
-    return new Tensor(data, shape);
+    return new Tensor<'float64'>(data, shape);
   }
   const data = new Float32Array(size);
   for (let i = 0; i < size; i++) data[i] = engine.nextFloatUniform();
@@ -268,8 +279,6 @@ function fillNormalBlocks<Data extends Float32Array | Float64Array>(
   }
 }
 
-const sinCos = new Float64Array(2);
-
 /** normal_fill_16_AVX2: u1 = 1 - d[j] (exact), u2 = d[j + 8], all in float32 with torch's Cephes log and sincos. */
 function boxMullerFloat32(data: Float32Array, offset: number): void {
   for (let j = 0; j < BLOCK / 2; j++) {
@@ -283,14 +292,14 @@ function boxMullerFloat32(data: Float32Array, offset: number): void {
   }
 }
 
-/** normal_fill_16<double>: the same transform in double with libm's log, cos and sin. */
+/** normal_fill_16<double>: the same transform in double, with correctly rounded log, sin and cos standing in for glibc's. */
 function boxMullerFloat64(data: Float64Array, offset: number): void {
   for (let j = 0; j < BLOCK / 2; j++) {
     const u1 = 1 - data[offset + j];
     const u2 = data[offset + j + BLOCK / 2];
-    const radius = Math.sqrt(-2 * Math.log(u1));
-    const theta = TWO_PI * u2;
-    data[offset + j] = radius * Math.cos(theta) + 0;
-    data[offset + j + BLOCK / 2] = radius * Math.sin(theta) + 0;
+    const radius = Math.sqrt(-2 * logDouble(u1));
+    sinCosDouble(TWO_PI * u2, sinCos);
+    data[offset + j] = radius * sinCos[1] + 0;
+    data[offset + j + BLOCK / 2] = radius * sinCos[0] + 0;
   }
 }

@@ -283,7 +283,11 @@ export function fmaF32(a: number, b: number, c: number): number {
   return error > 0 ? Math.max(rounded, other) : Math.min(rounded, other);
 }
 
-/** torch.linspace(start, end, steps, dtype=float32) on CPU, bit for bit (vectorised in blocks of 8, with FMA). */
+/**
+ * torch.linspace(start, end, steps, dtype=float32) on CPU, bit for bit: float32 step `(end − start)/(steps − 1)`,
+ * element i = fma(step, i, start) in the first half and fma(−step, steps − 1 − i, end) in the second. (Evaluating
+ * the vector kernel as `base + k·step` blocks of 8 instead misses 44 of the 87 reference sigmas.)
+ */
 export function torchLinspaceF32(start: number, end: number, steps: number): Float32Array {
   const out = new Float32Array(steps);
   if (steps === 1) {
@@ -294,15 +298,7 @@ export function torchLinspaceF32(start: number, end: number, steps: number): Flo
   const to = f32(end);
   const step = f32(f32(to - from) / (steps - 1));
   const halfway = Math.floor(steps / 2);
-  const baseAt = (index: number): number =>
-    index < halfway ? fmaF32(step, index, from) : fmaF32(-step, steps - index - 1, to);
-  const lanes = 8;
-  let index = 0;
-  for (; index + lanes <= steps; index += lanes) {
-    const base = baseAt(index);
-    for (let lane = 0; lane < lanes; lane++) out[index + lane] = fmaF32(lane, step, base);
-  }
-  for (; index < steps; index++) out[index] = baseAt(index);
+  for (let i = 0; i < steps; i++) out[i] = i < halfway ? fmaF32(step, i, from) : fmaF32(-step, steps - i - 1, to);
   return out;
 }
 

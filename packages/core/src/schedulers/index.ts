@@ -1,1 +1,77 @@
-export {};
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { ConfigError, ModelLoadError, UnsupportedError } from '../errors.js';
+import { parsePythonJson } from '../util/python-json.js';
+import { DDIMScheduler } from './ddim.js';
+import { LMSDiscreteScheduler } from './lms-discrete.js';
+import { PNDMScheduler } from './pndm.js';
+import type { Scheduler } from './scheduler.js';
+
+export type { Scheduler, SchedulerOutput, SchedulerStepOptions } from './scheduler.js';
+export type { DDIMConfig, DDIMStepOptions } from './ddim.js';
+export type { PNDMConfig } from './pndm.js';
+export type { LMSDiscreteConfig, LMSStepOptions } from './lms-discrete.js';
+export type { BetaSchedule, PredictionType, TimestepSpacing } from './common.js';
+export { DDIMScheduler, LMSDiscreteScheduler, PNDMScheduler, parsePythonJson };
+
+type SchedulerFactory = (config: Readonly<Record<string, unknown>>, overrides?: Readonly<Record<string, unknown>>) => Scheduler;
+
+const SCHEDULER_FACTORIES: Readonly<Record<string, SchedulerFactory>> = {
+  DDIMScheduler: (config, overrides) => DDIMScheduler.fromConfig(config, overrides),
+  PNDMScheduler: (config, overrides) => PNDMScheduler.fromConfig(config, overrides),
+  LMSDiscreteScheduler: (config, overrides) => LMSDiscreteScheduler.fromConfig(config, overrides),
+};
+
+/** The diffusers class names `schedulerFromConfig` can build. */
+export const SCHEDULER_CLASS_NAMES: readonly string[] = Object.freeze(Object.keys(SCHEDULER_FACTORIES));
+
+/**
+ * diffusers' `SchedulerMixin.from_config` by class: builds the scheduler named by `config._class_name` from a
+ * scheduler_config.json object, `overrides` (snake_case or camelCase) taking precedence over the config's keys.
+ */
+export function schedulerFromConfig(
+  config: Readonly<Record<string, unknown>>,
+  overrides?: Readonly<Record<string, unknown>>,
+): Scheduler {
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
+    throw new ConfigError(`A scheduler config must be an object with a _class_name, got ${String(config)}.`);
+  }
+  const className = config._class_name;
+  const supported = SCHEDULER_CLASS_NAMES.join(', ');
+  if (typeof className !== 'string') {
+    throw new ConfigError(`A scheduler config needs a _class_name string naming one of: ${supported}; got ${JSON.stringify(className) ?? 'none'}.`);
+  }
+  const factory = Object.hasOwn(SCHEDULER_FACTORIES, className) ? SCHEDULER_FACTORIES[className] : undefined;
+  if (factory === undefined) {
+    throw new UnsupportedError(`Scheduler class "${className}" is not supported; supported classes: ${supported}.`);
+  }
+  return factory(config, overrides);
+}
+
+/**
+ * Reads a diffusers `scheduler_config.json` (or the one inside a `scheduler` folder given as `path`), accepting
+ * Python's bare NaN / Infinity. Missing or malformed files throw `ModelLoadError` naming the file.
+ */
+export async function loadSchedulerConfig(path: string): Promise<Record<string, unknown>> {
+  const file = await stat(path).then(
+    (info) => (info.isDirectory() ? join(path, 'scheduler_config.json') : path),
+    () => path,
+  );
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new ModelLoadError(file, 'cannot read the scheduler config (missing or unreadable).', { cause: error });
+  }
+  let config: unknown;
+  try {
+    config = parsePythonJson(text);
+  } catch (error) {
+    throw new ModelLoadError(file, `the scheduler config is not valid JSON: ${(error as Error).message}`, { cause: error });
+  }
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
+    throw new ModelLoadError(file, 'the scheduler config must be a JSON object.');
+  }
+  return config as Record<string, unknown>;
+}

@@ -103,7 +103,7 @@ function normalize(text: string): string {
 }
 
 function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+  return text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -130,7 +130,10 @@ function parseVocab(vocab: unknown, source: string, fail: LoadFailure): Map<stri
   const ids = new Map<string, number>();
   for (const [token, id] of Object.entries(vocab)) {
     if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
-      throw fail(source, `expected a non-negative integer id for token ${JSON.stringify(token)}, got ${JSON.stringify(id)}`);
+      throw fail(
+        source,
+        `expected a non-negative integer id for token ${JSON.stringify(token)}, got ${JSON.stringify(id)}`
+      );
     }
     ids.set(token, id);
   }
@@ -152,7 +155,8 @@ function parseMergeLines(lines: unknown, source: string, fail: LoadFailure): Mer
     const withoutCarriageReturn = line.replace(/\r$/, '');
     if (withoutCarriageReturn === '' || withoutCarriageReturn.startsWith('#version')) return;
     const pair = parseMergeLine(withoutCarriageReturn);
-    if (!pair) throw fail(source, `line ${index + 1}: expected two space-separated symbols, got ${JSON.stringify(line)}`);
+    if (!pair)
+      throw fail(source, `line ${index + 1}: expected two space-separated symbols, got ${JSON.stringify(line)}`);
     pairs.push(pair);
   });
   return pairs;
@@ -166,8 +170,8 @@ function parseTokenizerJsonMerges(merges: unknown, source: string, fail: LoadFai
       typeof merge === 'string'
         ? parseMergeLine(merge)
         : Array.isArray(merge) && merge.length === 2 && merge.every((part) => typeof part === 'string')
-          ? ([merge[0], merge[1]] as MergePair)
-          : undefined;
+        ? ([merge[0], merge[1]] as MergePair)
+        : undefined;
     if (!pair) throw fail(source, `model.merges[${index}] must be an "a b" string or an [a, b] pair`);
     return pair;
   });
@@ -240,14 +244,17 @@ export class CLIPTokenizer {
     merges: readonly MergePair[],
     config: Record<string, unknown>,
     sources: { vocab: string; merges: string; config: string },
-    fail: LoadFailure,
+    fail: LoadFailure
   ) {
     this.vocab = vocab;
     this.mergeRanks = new Map();
     merges.forEach(([first, second], rank) => {
       for (const symbol of [first, second, first + second]) {
         if (!vocab.has(symbol)) {
-          throw fail(sources.merges, `merge ${rank + 1} ("${first} ${second}") uses ${JSON.stringify(symbol)}, which is not in the vocabulary`);
+          throw fail(
+            sources.merges,
+            `merge ${rank + 1} ("${first} ${second}") uses ${JSON.stringify(symbol)}, which is not in the vocabulary`
+          );
         }
       }
       // A repeated pair keeps its last rank, as in HF tokenizers' merge map.
@@ -289,12 +296,12 @@ export class CLIPTokenizer {
     this.rawTokenMatcher = buildTokenMatcher(
       uniqueTokens.filter((token) => !token.normalized),
       (token) => token.content,
-      addedTokenIds,
+      addedTokenIds
     );
     this.normalizedTokenMatcher = buildTokenMatcher(
       uniqueTokens.filter((token) => token.normalized),
       (token) => normalize(token.content),
-      addedTokenIds,
+      addedTokenIds
     );
   }
 
@@ -320,7 +327,10 @@ export class CLIPTokenizer {
     if (await pathExists(vocabPath)) {
       const vocab = parseVocab(await readJsonFile(vocabPath, 'a JSON object of token → id'), vocabPath, fail);
       if (!(await pathExists(mergesPath))) {
-        throw new ModelLoadError(mergesPath, 'missing: vocab.json needs merges.txt (BPE merges, one "a b" pair a line)');
+        throw new ModelLoadError(
+          mergesPath,
+          'missing: vocab.json needs merges.txt (BPE merges, one "a b" pair a line)'
+        );
       }
       let mergesText: string;
       try {
@@ -329,7 +339,13 @@ export class CLIPTokenizer {
         throw new ModelLoadError(mergesPath, 'cannot read the BPE merges file', { cause: error });
       }
       const merges = parseMergeLines(mergesText.split('\n'), mergesPath, fail);
-      return new CLIPTokenizer(vocab, merges, config, { vocab: vocabPath, merges: mergesPath, config: configPath }, fail);
+      return new CLIPTokenizer(
+        vocab,
+        merges,
+        config,
+        { vocab: vocabPath, merges: mergesPath, config: configPath },
+        fail
+      );
     }
     if (await pathExists(tokenizerJsonPath)) {
       const tokenizerJson = await readJsonFile(tokenizerJsonPath, 'a tokenizers JSON object');
@@ -338,9 +354,14 @@ export class CLIPTokenizer {
       }
       const { model } = tokenizerJson;
       if (model.type !== undefined && model.type !== 'BPE') {
-        throw new ModelLoadError(tokenizerJsonPath, `expected a BPE model, got model.type ${JSON.stringify(model.type)}`);
+        throw new ModelLoadError(
+          tokenizerJsonPath,
+          `expected a BPE model, got model.type ${JSON.stringify(model.type)}`
+        );
       }
-      const vocab = parseVocab(model.vocab, tokenizerJsonPath, (source, message) => fail(source, `model.vocab: ${message}`));
+      const vocab = parseVocab(model.vocab, tokenizerJsonPath, (source, message) =>
+        fail(source, `model.vocab: ${message}`)
+      );
       const merges = parseTokenizerJsonMerges(model.merges, tokenizerJsonPath, fail);
       const configWithAddedTokens = {
         ...config,
@@ -354,10 +375,13 @@ export class CLIPTokenizer {
         merges,
         configWithAddedTokens,
         { vocab: tokenizerJsonPath, merges: tokenizerJsonPath, config: configPath },
-        fail,
+        fail
       );
     }
-    throw new ModelLoadError(vocabPath, 'missing: a CLIP tokenizer folder needs vocab.json + merges.txt, or tokenizer.json');
+    throw new ModelLoadError(
+      vocabPath,
+      'missing: a CLIP tokenizer folder needs vocab.json + merges.txt, or tokenizer.json'
+    );
   }
 
   /** Builds a tokenizer from already-parsed files. */
@@ -368,7 +392,13 @@ export class CLIPTokenizer {
     if (!isRecord(config)) throw new InvalidArgumentError('files.config must be an object when given');
     const vocab = parseVocab(files.vocab, 'files.vocab', fail);
     const merges = parseMergeLines(files.merges, 'files.merges', fail);
-    return new CLIPTokenizer(vocab, merges, config, { vocab: 'files.vocab', merges: 'files.merges', config: 'files.config' }, fail);
+    return new CLIPTokenizer(
+      vocab,
+      merges,
+      config,
+      { vocab: 'files.vocab', merges: 'files.merges', config: 'files.config' },
+      fail
+    );
   }
 
   /** The prompt's tokens (BPE symbols with `</w>` word ends, special tokens as their text), without bos/eos. */
@@ -498,7 +528,7 @@ function assignAddedTokenIds(tokens: readonly AddedToken[], vocab: ReadonlyMap<s
 function buildTokenMatcher(
   tokens: readonly AddedToken[],
   matchText: (token: AddedToken) => string,
-  ids: ReadonlyMap<string, number>,
+  ids: ReadonlyMap<string, number>
 ): TokenMatcher | undefined {
   const idByText = new Map<string, number>();
   for (const token of tokens) {
@@ -532,6 +562,8 @@ function validateEncodeOptions(padding: unknown, truncation: unknown, maxLength:
     throw new InvalidArgumentError(`truncation must be a boolean, got ${JSON.stringify(truncation)}`);
   }
   if (typeof maxLength !== 'number' || !Number.isInteger(maxLength) || maxLength < 2) {
-    throw new InvalidArgumentError(`maxLength must be an integer ≥ 2 (room for bos and eos), got ${JSON.stringify(maxLength)}`);
+    throw new InvalidArgumentError(
+      `maxLength must be an integer ≥ 2 (room for bos and eos), got ${JSON.stringify(maxLength)}`
+    );
   }
 }

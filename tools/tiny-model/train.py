@@ -188,6 +188,8 @@ def export_all(out, tok_vocab, tok_merges, enc, dec, te, unet, scale, args):
         )
 
     D = args.ctx_dim
+    if args.skip_onnx:
+        return
     with torch.no_grad():
         onnx(te, (torch.ones(2, 77, dtype=torch.int32),), ["input_ids"], ["last_hidden_state"], "text_encoder")
         onnx(unet, (torch.randn(2, 4, 8, 8), torch.tensor([999.0, 1.0]), torch.randn(2, 77, D)),
@@ -253,8 +255,12 @@ def main():
     ap.add_argument("--ctx-dim", type=int, default=64)
     ap.add_argument("--reuse-vae", action="store_true", help="load VAE + latents from --work")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip-onnx", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):  # experiments only: keep fp32 maths
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     os.makedirs(args.work, exist_ok=True)
     t_start = time.time()
     log(f"torch {torch.__version__}, {args.threads} threads, args {vars(args)}")
@@ -294,7 +300,7 @@ def main():
     export_all(args.out, vocab, merges, enc, dec, te, unet, scale, args)
     t_end = time.time()
     sizes = {d: os.path.getsize(os.path.join(args.out, d, "model.onnx"))
-             for d in ("text_encoder", "unet", "vae_decoder", "vae_encoder")}
+             for d in ("text_encoder", "unet", "vae_decoder", "vae_encoder") if not args.skip_onnx}
     log(f"exported to {args.out}: {sizes} total {sum(sizes.values())} bytes")
     log(f"timing: data+vae {t_vae - t_start:.0f}s, unet {t_unet - t_vae:.0f}s, export {t_end - t_unet:.0f}s, "
         f"total {t_end - t_start:.0f}s")

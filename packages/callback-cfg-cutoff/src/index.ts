@@ -22,7 +22,7 @@ function keepConditionalHalf<Name extends string>(kwargs: CallbackKwargs<Name>, 
 
 /** The shared rule: at the cut-off step, guidance goes to 0 and the doubled tensors lose their negative half. */
 abstract class CFGCutoffCallback<Name extends string> extends PipelineCallback<Name> {
-  callbackFn(pipeline: CallbackPipeline<Name>, stepIndex: number, _timestep: number, callbackKwargs: CallbackKwargs<Name>) {
+  callbackFn(pipeline: CallbackPipeline, stepIndex: number, _timestep: number, callbackKwargs: CallbackKwargs<Name>) {
     if (stepIndex !== this.cutoffStep(pipeline)) return callbackKwargs;
     pipeline.guidanceScale = 0;
     return keepConditionalHalf(callbackKwargs, pipeline.batchSize);

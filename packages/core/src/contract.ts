@@ -38,7 +38,7 @@ export type CallbackKwargs<Name extends string = CallbackTensorName> = { [K in N
  * What a callback sees as `pipeline`: the state of one generation.
  * Mirrors the attributes diffusers' guide uses (`num_timesteps`, `guidance_scale`, `_guidance_scale`, `_interrupt`).
  */
-export interface CallbackPipeline<Name extends string = CallbackTensorName> {
+export interface CallbackPipeline {
   /** The pipeline class, e.g. `'StableDiffusionPipeline'`. */
   readonly pipelineName: string;
   /** Number of denoising steps of this run (diffusers' `num_timesteps`: the length of the timestep schedule). */
@@ -52,7 +52,7 @@ export interface CallbackPipeline<Name extends string = CallbackTensorName> {
   /** Settable. `true` skips the remaining steps; the current latents are decoded. */
   interrupt: boolean;
   /** The tensors this pipeline lets callbacks read and replace. */
-  readonly callbackTensorInputs: readonly Name[];
+  readonly callbackTensorInputs: readonly CallbackTensorName[];
   /** Aborted when the caller aborts the generation. */
   readonly signal: AbortSignal;
 }
@@ -65,7 +65,7 @@ export type CallbackResult<Name extends string = CallbackTensorName> =
 
 /** A plain function callback: diffusers' `callback_on_step_end(pipeline, step_index, timestep, callback_kwargs)`. */
 export type CallbackOnStepEnd<Name extends string = CallbackTensorName> = (
-  pipeline: CallbackPipeline<Name>,
+  pipeline: CallbackPipeline,
   stepIndex: number,
   timestep: number,
   callbackKwargs: CallbackKwargs<Name>,
@@ -92,7 +92,7 @@ export interface StepEndCallback<Name extends string = CallbackTensorName> {
   /** Ordering relative to other plugins, as vite's `enforce`. */
   readonly enforce?: 'pre' | 'post';
   onStepEnd(
-    pipeline: CallbackPipeline<Name>,
+    pipeline: CallbackPipeline,
     stepIndex: number,
     timestep: number,
     callbackKwargs: CallbackKwargs<Name>,

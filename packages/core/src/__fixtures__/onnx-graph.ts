@@ -17,7 +17,7 @@ const IR_VERSION = 8;
 
 export interface SerializedModel {
   model: Uint8Array;
-  /** Bytes of the external weights file named in `SerializeOptions.externalWeightsFile`, if one was asked for. */
+  /** Bytes of the file named by `SerializeOptions.externalWeightsFile`, when some weights went there. */
   externalWeights?: Uint8Array;
 }
 
@@ -137,7 +137,7 @@ export class GraphBuilder {
       opsetImport: [{ domain: '', version: OPSET_VERSION }],
       graph: { name: this.name, input: this.inputs, output: this.outputs, node: this.nodes, initializer },
     }).finish();
-    return externalWeightsFile === undefined ? { model } : { model, externalWeights: Buffer.concat(externalParts) };
+    return externalParts.length === 0 ? { model } : { model, externalWeights: Buffer.concat(externalParts) };
   }
 
   private fresh(prefix: string): string {

@@ -98,7 +98,7 @@ export async function writeToyPipeline(
     await mkdir(folder, { recursive: true });
     const { model, externalWeights } = graph.serialize({ externalWeightsFile: resolved.externalWeights });
     await writeFile(join(folder, 'model.onnx'), model);
-    if (externalWeights && resolved.externalWeights) await writeFile(join(folder, resolved.externalWeights), externalWeights);
+    if (externalWeights !== undefined && resolved.externalWeights) await writeFile(join(folder, resolved.externalWeights), externalWeights);
     await writeJson(join(folder, 'config.json'), componentConfig(component, kind, resolved));
   }
   await writeTokenizer(join(dir, 'tokenizer'), '<|endoftext|>');

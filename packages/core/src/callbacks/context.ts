@@ -1,10 +1,10 @@
-import type { CallbackPipeline } from '../contract.js';
+import type { CallbackPipeline, CallbackTensorName } from '../contract.js';
 
 /**
  * The per-generation state a callback sees as `pipeline`. Each `generate` call makes its own, so concurrent
  * generations on one pipeline never see each other's guidance scale or interrupt flag.
  */
-export class GenerationContext<Name extends string> implements CallbackPipeline<Name> {
+export class GenerationContext implements CallbackPipeline {
   guidanceScale: number;
   interrupt = false;
   readonly timesteps: readonly number[];
@@ -13,7 +13,7 @@ export class GenerationContext<Name extends string> implements CallbackPipeline<
 
   constructor(
     readonly pipelineName: string,
-    readonly callbackTensorInputs: readonly Name[],
+    readonly callbackTensorInputs: readonly CallbackTensorName[],
     settings: { guidanceScale: number; timesteps: ArrayLike<number>; batchSize: number; signal?: AbortSignal },
   ) {
     this.guidanceScale = settings.guidanceScale;

@@ -54,14 +54,14 @@ export abstract class PipelineCallback<Name extends string = CallbackTensorName>
   }
 
   abstract callbackFn(
-    pipeline: CallbackPipeline<Name>,
+    pipeline: CallbackPipeline,
     stepIndex: number,
     timestep: number,
     callbackKwargs: CallbackKwargs<Name>,
   ): CallbackResult<Name>;
 
   onStepEnd(
-    pipeline: CallbackPipeline<Name>,
+    pipeline: CallbackPipeline,
     stepIndex: number,
     timestep: number,
     callbackKwargs: CallbackKwargs<Name>,
@@ -96,7 +96,7 @@ export class MultiPipelineCallbacks<Name extends string = CallbackTensorName> im
   }
 
   async onStepEnd(
-    pipeline: CallbackPipeline<Name>,
+    pipeline: CallbackPipeline,
     stepIndex: number,
     timestep: number,
     callbackKwargs: CallbackKwargs<Name>,

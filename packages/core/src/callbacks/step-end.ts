@@ -108,7 +108,7 @@ export class StepEndCallbacks {
    * Runs every callback in order. `tensors` holds the pipeline's current tensors by name; the return value holds
    * the tensors the callbacks replaced (same names), to be written back by the pipeline.
    */
-  async run(pipeline: CallbackPipeline<string>, stepIndex: number, timestep: number, tensors: TensorMap): Promise<TensorMap> {
+  async run(pipeline: CallbackPipeline, stepIndex: number, timestep: number, tensors: TensorMap): Promise<TensorMap> {
     let kwargs: TensorMap = {};
     for (const name of this.tensorInputs) kwargs[name] = tensors[name];
     for (const callback of this.callbacks) {
@@ -123,7 +123,7 @@ export class StepEndCallbacks {
   /** Every callback call goes through here, so that any failure names the callback, the hook and the step. */
   private async invoke(
     callback: ResolvedCallback,
-    pipeline: CallbackPipeline<string>,
+    pipeline: CallbackPipeline,
     stepIndex: number,
     timestep: number,
     kwargs: TensorMap,

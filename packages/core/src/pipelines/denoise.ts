@@ -15,7 +15,7 @@ export interface DenoisingRun<Name extends string> {
   timesteps: ArrayLike<number>;
   /** The loop state callbacks may read and replace; `latents` is always there. */
   tensors: TensorMap<Name>;
-  pipeline: GenerationContext<Name>;
+  pipeline: GenerationContext;
   callbacks: StepEndCallbacks;
   generator?: Generator;
   guidanceRescale: number;

@@ -148,8 +148,8 @@ export class Generator {
   }
 
   getState(): GeneratorState {
-    const engine = this.#engine;
-    return { initialSeed: this.#initialSeed, mt: engine.mt.slice(), index: engine.index, cachedNormal: engine.cachedNormal };
+    const { mt, index, cachedNormal } = this.#engine;
+    return { initialSeed: this.#initialSeed, mt: mt.slice(), index, cachedNormal };
   }
 
   setState(state: GeneratorState): this {
@@ -211,9 +211,8 @@ function resolveOptions(
   options: RandomOptions | undefined,
 ): { engine: TorchCpuEngine; dtype: 'float32' | 'float64'; size: number } {
   if (!Array.isArray(shape) || !shape.every((dim) => Number.isInteger(dim) && dim >= 0)) {
-    throw new InvalidArgumentError(
-      `${name}() shape must be an array of non-negative integers, got ${Array.isArray(shape) ? `[${shape.join(', ')}]` : String(shape)}.`,
-    );
+    const given = Array.isArray(shape) ? `[${shape.join(', ')}]` : String(shape);
+    throw new InvalidArgumentError(`${name}() shape must be an array of non-negative integers, got ${given}.`);
   }
   const { generator = defaultGenerator, dtype = 'float32' } = options ?? {};
   if (!(generator instanceof Generator)) {
@@ -237,12 +236,12 @@ export function randn(shape: readonly number[], options?: RandomOptions): Tensor
   const { engine, dtype, size } = resolveOptions('randn', shape, options);
   if (dtype === 'float64') {
     const data = new Float64Array(size);
-    if (size >= BLOCK) fillNormalBlocks(engine, data, () => engine.nextDoubleUniform(), boxMullerFloat64);
+    if (size >= BLOCK) fillNormalBlocks(data, () => engine.nextDoubleUniform(), boxMullerFloat64);
     else for (let i = 0; i < size; i++) data[i] = engine.nextScalarNormal();
     return new Tensor<'float64'>(data, shape);
   }
   const data = new Float32Array(size);
-  if (size >= BLOCK) fillNormalBlocks(engine, data, () => engine.nextFloatUniform(), boxMullerFloat32);
+  if (size >= BLOCK) fillNormalBlocks(data, () => engine.nextFloatUniform(), boxMullerFloat32);
   else for (let i = 0; i < size; i++) data[i] = engine.nextScalarNormal();
   return new Tensor(data, shape);
 }
@@ -265,7 +264,6 @@ export function rand(shape: readonly number[], options?: RandomOptions): Tensor<
 
 /** normal_fill: all uniforms first, Box–Muller per block of 16, then the last partial block redrawn and redone. */
 function fillNormalBlocks<Data extends Float32Array | Float64Array>(
-  engine: TorchCpuEngine,
   data: Data,
   nextUniform: () => number,
   boxMuller16: (data: Data, offset: number) => void,
@@ -292,7 +290,7 @@ function boxMullerFloat32(data: Float32Array, offset: number): void {
   }
 }
 
-/** normal_fill_16<double>: the same transform in double, with correctly rounded log, sin and cos standing in for glibc's. */
+/** normal_fill_16<double>: the same transform in double; correctly rounded log, sin and cos stand in for glibc's. */
 function boxMullerFloat64(data: Float64Array, offset: number): void {
   for (let j = 0; j < BLOCK / 2; j++) {
     const u1 = 1 - data[offset + j];

@@ -31,7 +31,7 @@ describe('toOrtFeeds', () => {
   it('converts float64 tensors and plain arrays to float32', () => {
     const converted = toOrtFeeds(
       SD_UNET,
-      { ...unetFeeds(), timestep: new Tensor(new Float64Array([999.5, 1]), [2]), encoder_hidden_states: { data: new Array(2 * 77 * 8).fill(0.25), shape: [2, 77, 8] } },
+      { ...unetFeeds(), timestep: new Tensor<'float64'>(new Float64Array([999.5, 1]), [2]), encoder_hidden_states: { data: new Array(2 * 77 * 8).fill(0.25), shape: [2, 77, 8] } },
       PATH,
     );
     expect(converted.timestep.data).toEqual(new Float32Array([999.5, 1]));

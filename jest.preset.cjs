@@ -1,7 +1,7 @@
 // Shared jest settings: TypeScript through swc as native ESM (run with --experimental-vm-modules),
 // and NodeNext-style ".js" import specifiers mapped back to the ".ts" sources.
 module.exports = {
-  testEnvironment: 'node',
+  testEnvironment: require.resolve('./jest.environment.cjs'),
   extensionsToTreatAsEsm: ['.ts'],
   transform: {
     '^.+\\.ts$': [

@@ -202,7 +202,10 @@ function toSeed(seed: number | bigint): bigint {
   return seed;
 }
 
-/** The generator randn and rand use when none is given, like torch's default CPU generator. */
+/**
+ * The generator randn and rand use when none is given, like torch's default CPU generator (seed it with manualSeed,
+ * as torch.manual_seed does). It starts from the default seed 67280421310721, where torch seeds its own at random.
+ */
 export const defaultGenerator = new Generator();
 
 function resolveOptions(

@@ -12,7 +12,8 @@ import {
 } from './execution-providers.js';
 import { describeValues, fromOrtTensor, toOrtFeeds, type ModelFeeds, type ValueSpec } from './feeds.js';
 
-const GRAPH_OPTIMIZATION_LEVELS = ['disabled', 'basic', 'extended', 'all'] as const;
+export type GraphOptimizationLevel = 'disabled' | 'basic' | 'extended' | 'all';
+const GRAPH_OPTIMIZATION_LEVELS: readonly GraphOptimizationLevel[] = ['disabled', 'basic', 'extended', 'all'];
 
 export interface RuntimeOptions {
   /** In order of preference; CPU is always the last resort. Default ['cpu']; ['cuda'] means CUDA, then CPU. */
@@ -21,7 +22,8 @@ export interface RuntimeOptions {
   strictExecutionProviders?: boolean;
   intraOpNumThreads?: number;
   interOpNumThreads?: number;
-  graphOptimizationLevel?: (typeof GRAPH_OPTIMIZATION_LEVELS)[number];
+  /** ONNX Runtime's graph optimizations; its default is 'all'. */
+  graphOptimizationLevel?: GraphOptimizationLevel;
   /** Keep only one session loaded at a time: loading one releases the others (like diffusers' model CPU offload). */
   offload?: boolean;
   /** Receives the one notice a pool gives when it falls back from a provider. Default console.warn. */
@@ -269,6 +271,7 @@ export class OnnxModel {
   readonly path: string;
   readonly pool: SessionPool;
 
+  /** `runtime`: the pipeline's shared pool, or options for a pool of this model alone. */
   constructor(path: string, runtime: SessionPool | RuntimeOptions = {}) {
     this.path = resolve(path);
     this.pool = runtime instanceof SessionPool ? runtime : new SessionPool(runtime);

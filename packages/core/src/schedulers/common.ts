@@ -47,7 +47,7 @@ const REJECTED = { ok: false } as const;
 /** A JS number, or one of the strings `refs.json`-style files use for Python's non-finite floats. */
 function toNumber(value: unknown): number | undefined {
   if (typeof value === 'number') return value;
-  if (typeof value === 'string' && value in NON_FINITE_SPELLINGS) return NON_FINITE_SPELLINGS[value];
+  if (typeof value === 'string' && Object.hasOwn(NON_FINITE_SPELLINGS, value)) return NON_FINITE_SPELLINGS[value];
   return undefined;
 }
 
@@ -766,6 +766,6 @@ export abstract class SigmaScheduler<C extends BetaScheduleConfig & { timestepSp
 /** `concatenate([sigmas, [0.0]]).astype(float32)`. */
 export function withFinalZero(sigmas: ArrayLike<number>): Float32Array {
   const out = new Float32Array(sigmas.length + 1);
-  out.set(Array.from(sigmas));
+  out.set(sigmas);
   return out;
 }

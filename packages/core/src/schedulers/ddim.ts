@@ -97,6 +97,7 @@ export class DDIMScheduler extends AlphaCumprodScheduler<DDIMConfig> {
     if (!(eta >= 0) || !Number.isFinite(eta)) {
       throw new InvalidArgumentError(`DDIMScheduler.step: eta must be a finite number ≥ 0, got ${eta}.`);
     }
+    // DDIM reads everything from the timestep; the index only reports the run's progress.
     this.stepIndexFor(timestep);
 
     // The previous timestep is t − T/N whatever the spacing, as in diffusers.

@@ -4,27 +4,46 @@ import { join } from 'node:path';
 import { ConfigError, ModelLoadError, UnsupportedError } from '../errors.js';
 import { parsePythonJson } from '../util/python-json.js';
 import { DDIMScheduler } from './ddim.js';
+import { DPMSolverMultistepScheduler } from './dpm-solver-multistep.js';
+import { EulerAncestralDiscreteScheduler } from './euler-ancestral-discrete.js';
+import { EulerDiscreteScheduler } from './euler-discrete.js';
 import { LMSDiscreteScheduler } from './lms-discrete.js';
 import { PNDMScheduler } from './pndm.js';
 import type { Scheduler } from './scheduler.js';
 
 export type { Scheduler, SchedulerOutput, SchedulerStepOptions } from './scheduler.js';
 export type { DDIMConfig, DDIMStepOptions } from './ddim.js';
-export type { PNDMConfig } from './pndm.js';
+export type { DPMSolverMultistepConfig } from './dpm-solver-multistep.js';
+export type { EulerAncestralDiscreteConfig } from './euler-ancestral-discrete.js';
+export type { EulerDiscreteConfig } from './euler-discrete.js';
 export type { LMSDiscreteConfig, LMSStepOptions } from './lms-discrete.js';
+export type { PNDMConfig } from './pndm.js';
 export type { BetaSchedule, PredictionType, TimestepSpacing } from './common.js';
-export { DDIMScheduler, LMSDiscreteScheduler, PNDMScheduler, parsePythonJson };
+export {
+  DDIMScheduler,
+  DPMSolverMultistepScheduler,
+  EulerAncestralDiscreteScheduler,
+  EulerDiscreteScheduler,
+  LMSDiscreteScheduler,
+  PNDMScheduler,
+  parsePythonJson,
+};
 
-type SchedulerFactory = (config: Readonly<Record<string, unknown>>, overrides?: Readonly<Record<string, unknown>>) => Scheduler;
+interface SchedulerClass {
+  fromConfig(config: Readonly<Record<string, unknown>>, overrides?: Readonly<Record<string, unknown>>): Scheduler;
+}
 
-const SCHEDULER_FACTORIES: Readonly<Record<string, SchedulerFactory>> = {
-  DDIMScheduler: (config, overrides) => DDIMScheduler.fromConfig(config, overrides),
-  PNDMScheduler: (config, overrides) => PNDMScheduler.fromConfig(config, overrides),
-  LMSDiscreteScheduler: (config, overrides) => LMSDiscreteScheduler.fromConfig(config, overrides),
+const SCHEDULER_CLASSES: Readonly<Record<string, SchedulerClass>> = {
+  PNDMScheduler,
+  DDIMScheduler,
+  LMSDiscreteScheduler,
+  EulerDiscreteScheduler,
+  EulerAncestralDiscreteScheduler,
+  DPMSolverMultistepScheduler,
 };
 
 /** The diffusers class names `schedulerFromConfig` can build. */
-export const SCHEDULER_CLASS_NAMES: readonly string[] = Object.freeze(Object.keys(SCHEDULER_FACTORIES));
+export const SCHEDULER_CLASS_NAMES: readonly string[] = Object.freeze(Object.keys(SCHEDULER_CLASSES));
 
 /**
  * diffusers' `SchedulerMixin.from_config` by class: builds the scheduler named by `config._class_name` from a
@@ -42,11 +61,10 @@ export function schedulerFromConfig(
   if (typeof className !== 'string') {
     throw new ConfigError(`A scheduler config needs a _class_name string naming one of: ${supported}; got ${JSON.stringify(className) ?? 'none'}.`);
   }
-  const factory = Object.hasOwn(SCHEDULER_FACTORIES, className) ? SCHEDULER_FACTORIES[className] : undefined;
-  if (factory === undefined) {
+  if (!Object.hasOwn(SCHEDULER_CLASSES, className)) {
     throw new UnsupportedError(`Scheduler class "${className}" is not supported; supported classes: ${supported}.`);
   }
-  return factory(config, overrides);
+  return SCHEDULER_CLASSES[className].fromConfig(config, overrides);
 }
 
 /**

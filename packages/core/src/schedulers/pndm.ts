@@ -109,6 +109,7 @@ export class PNDMScheduler extends AlphaCumprodScheduler<PNDMConfig> {
   step(modelOutput: Tensor<'float32'>, timestep: number, sample: Tensor<'float32'>): SchedulerOutput {
     this.assertTimestepsSet('step');
     assertSameShapes(this.className, 'step', { sample, modelOutput });
+    // The update follows diffusers' call counter; the step index only reports the run's progress.
     this.stepIndexFor(timestep);
     const prevSample =
       this.counter < this.prkTimesteps.length

@@ -26,6 +26,9 @@ export interface CaseResult {
   detail: string;
 }
 
+/** What checking one case found: a CaseResult without its section and id. */
+export type CaseOutcome = Omit<CaseResult, 'section' | 'id'>;
+
 export interface SectionSummary {
   passed: number;
   failed: number;
@@ -72,7 +75,7 @@ export function uniqueIds(cases: readonly CaseResult[]): CaseResult[] {
 export async function settleCase(
   section: SectionName,
   id: string,
-  check: () => Promise<Omit<CaseResult, 'section' | 'id'>> | Omit<CaseResult, 'section' | 'id'>,
+  check: () => Promise<CaseOutcome> | CaseOutcome,
 ): Promise<CaseResult> {
   try {
     return { section, id, ...(await check()) };

@@ -61,7 +61,7 @@ describe('checkPipelineRun', () => {
     expect(checkPipelineRun(crashed, { steps: [new Float32Array(3)], image: new Float32Array(3) })).toEqual({
       ok: true,
       maxAbsDiff: null,
-      detail: 'ran to the end (1 steps); no reference: diffusers failed with RuntimeError: sizes',
+      detail: 'ran to the end (steps: 1); no reference: diffusers failed with RuntimeError: sizes',
     });
   });
 });

@@ -1,4 +1,4 @@
-import { runChecks, type Check, type CheckOutcome, type Tolerance } from '../compare.js';
+import { EXACT, runChecks, type Check, type CheckOutcome, type Tolerance } from '../compare.js';
 import type { RunRef } from '../refs.js';
 import { settleCase, type CaseResult, type SectionName } from '../report.js';
 
@@ -33,12 +33,12 @@ export function checkPipelineRun(caseSpec: RunRef, output: PipelineRunOutput): C
     return {
       ok: true,
       maxAbsDiff: null,
-      detail: `ran to the end (${output.steps.length} steps); no reference: diffusers failed with ${caseSpec.diffusers_error}`,
+      detail: `ran to the end (steps: ${output.steps.length}); no reference: diffusers failed with ${caseSpec.diffusers_error}`,
     };
   }
   const expectedSteps = caseSpec.steps ?? [];
   const checks: Check[] = [
-    { label: 'step count', actual: [output.steps.length], expected: [expectedSteps.length], tolerance: { atol: 0, rtol: 0 } },
+    { label: 'step count', actual: [output.steps.length], expected: [expectedSteps.length], tolerance: EXACT },
   ];
   expectedSteps.forEach((expected, i) => {
     const actual = output.steps[i];

@@ -1,7 +1,7 @@
 import { Generator, randn } from '@diff/core';
 import { EXACT, runChecks, type Check } from '../compare.js';
 import { toSeed, type RandnDraw, type RandnRef } from '../refs.js';
-import { settleCase, type CaseResult } from '../report.js';
+import { settleCase, type CaseOutcome, type CaseResult } from '../report.js';
 
 // The reference gives only a sum for the middle of large draws; it was summed in double, so only the order of
 // summation separates a bit-exact draw from it.
@@ -33,7 +33,7 @@ function firstDrawOf(entry: RandnRef): { draw: RandnDraw | undefined; dtype: 'fl
   return { draw: entry.float64, dtype: entry.float64?.dtype ?? 'float64' };
 }
 
-function checkRandnCase(entry: RandnRef): Omit<CaseResult, 'section' | 'id'> {
+function checkRandnCase(entry: RandnRef): CaseOutcome {
   const { draw: first, dtype } = firstDrawOf(entry);
   if (!first) throw new Error('the entry has neither "first" nor "float64"');
   const generator = new Generator().manualSeed(toSeed(entry.seed));

@@ -1,7 +1,7 @@
 import { Generator, Tensor, UnsupportedError, randn, schedulerFromConfig, type Scheduler } from '@diff/core';
 import { runChecks, type Check, type Tolerance } from '../compare.js';
 import { reviveNonFinite, type SchedulerRef } from '../refs.js';
-import { settleCase, type CaseResult } from '../report.js';
+import { settleCase, type CaseOutcome, type CaseResult } from '../report.js';
 
 const SCHEDULE_TOLERANCE: Tolerance = { atol: 1e-4, rtol: 1e-5 };
 const TRAJECTORY_TOLERANCE: Tolerance = { atol: 1e-4, rtol: 1e-4 };
@@ -54,7 +54,7 @@ function sum(values: ArrayLike<number>): number {
   return total;
 }
 
-function checkSchedulerCase(ref: SchedulerRef): Omit<CaseResult, 'section' | 'id'> {
+function checkSchedulerCase(ref: SchedulerRef): CaseOutcome {
   const scheduler = buildScheduler(ref.scheduler, ref.config);
   scheduler.setTimesteps(ref.steps);
   const checks: Check[] = [

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { CLIPTokenizer, UnsupportedError } from '@diff/core';
 import { EXACT, runChecks } from '../compare.js';
 import type { TokenizerCase, TokenizerRefs } from '../refs.js';
-import { settleCase, type CaseResult } from '../report.js';
+import { settleCase, type CaseOutcome, type CaseResult } from '../report.js';
 
 const PROMPT_SHOWN = 40;
 
@@ -16,7 +16,7 @@ function checkTokenizerCase(
   testCase: TokenizerCase,
   tokenizer: CLIPTokenizer,
   bangPaddedTokenizer: CLIPTokenizer,
-): Omit<CaseResult, 'section' | 'id'> {
+): CaseOutcome {
   const fixedLength = { padding: 'max_length', truncation: true } as const;
   const outcome = runChecks(
     [
@@ -45,7 +45,6 @@ function checkTokenizerCase(
  * shares SD's vocabulary and merges.
  */
 export async function checkTokenizerSection(refs: TokenizerRefs, modelsDir: string): Promise<CaseResult[]> {
-  const cases = refs.cases ?? [];
   let tokenizers: Promise<[CLIPTokenizer, CLIPTokenizer]> | undefined;
   const loadTokenizers = () =>
     (tokenizers ??= Promise.all([
@@ -53,7 +52,7 @@ export async function checkTokenizerSection(refs: TokenizerRefs, modelsDir: stri
       CLIPTokenizer.fromPretrained(join(modelsDir, 'tiny-sdxl', 'tokenizer_2')),
     ]));
   const results: CaseResult[] = [];
-  for (const [index, testCase] of cases.entries()) {
+  for (const [index, testCase] of refs.cases.entries()) {
     results.push(
       await settleCase('tokenizer', caseId(index, testCase.prompt), async () => {
         if (refs.class !== undefined && refs.class !== 'CLIPTokenizer') {

@@ -58,7 +58,9 @@ export class GraphBuilder {
     this.outputs.push(valueInfo(name, type, shape));
   }
 
-  floats(values: ArrayLike<number>, dims: readonly number[], name = this.fresh('weight')): string {
+  /** A float32 initializer (a weight), returned by name. */
+  floats(values: ArrayLike<number>, dims: readonly number[]): string {
+    const name = this.fresh('weight');
     const data = Float32Array.from(values);
     this.initializers.push({ name, type: 'float32', dims, bytes: new Uint8Array(data.buffer) });
     return name;
@@ -69,10 +71,11 @@ export class GraphBuilder {
     return this.floats([value], []);
   }
 
-  ints(values: readonly number[], dims: readonly number[] = [values.length]): string {
+  /** A 1-D int64 initializer (shapes, split sizes), returned by name. */
+  ints(values: readonly number[]): string {
     const name = this.fresh('ints');
     const data = BigInt64Array.from(values, (v) => BigInt(v));
-    this.initializers.push({ name, type: 'int64', dims, bytes: new Uint8Array(data.buffer) });
+    this.initializers.push({ name, type: 'int64', dims: [values.length], bytes: new Uint8Array(data.buffer) });
     return name;
   }
 

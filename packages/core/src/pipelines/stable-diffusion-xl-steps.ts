@@ -5,7 +5,6 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { GenerationContext } from '../callbacks/context.js';
 import type { StableDiffusionXLTensorName } from '../contract.js';
 import { InvalidArgumentError, ModelLoadError, UnsupportedError } from '../errors.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
@@ -31,7 +30,7 @@ export type CropCoordsTuple = readonly [top: number, left: number];
 /** The common components plus SDXL's second tokenizer and text encoder (the one with the pooled projection). */
 export async function loadStableDiffusionXLComponents(dir: string, options: StableDiffusionXLLoadOptions) {
   const firstEncoder = join(dir, 'text_encoder', 'model.onnx');
-  if (existsSync(join(dir, 'model_index.json')) && !existsSync(firstEncoder)) {
+  if (!existsSync(firstEncoder) && existsSync(join(dir, 'text_encoder_2', 'model.onnx'))) {
     throw new UnsupportedError(
       `${firstEncoder} is missing: only the SDXL base layout (text_encoder and text_encoder_2) is supported, ` +
         'not refiner-style folders with text_encoder_2 alone.',
@@ -49,11 +48,15 @@ export async function loadStableDiffusionXLComponents(dir: string, options: Stab
 
 export type StableDiffusionXLComponents = Awaited<ReturnType<typeof loadStableDiffusionXLComponents>>;
 
-/** Prompt embeddings `[B·n, 77, D1+D2]` and pooled embeddings `[B·n, P]`, with the negative pair under guidance. */
-export interface EncodedPromptXL {
+/** Prompt embeddings `[B, 77, D1+D2]` and the second encoder's pooled embeddings `[B, P]`. */
+export interface PromptEmbeddingsXL {
   promptEmbeds: Tensor<'float32'>;
   pooledPromptEmbeds: Tensor<'float32'>;
-  negative?: { promptEmbeds: Tensor<'float32'>; pooledPromptEmbeds: Tensor<'float32'> };
+}
+
+/** The prompt embeddings repeated per image (`B·n` rows), with the negative ones under guidance. */
+export interface EncodedPromptXL extends PromptEmbeddingsXL {
+  negative?: PromptEmbeddingsXL;
 }
 
 export interface PromptXLSettings {
@@ -91,18 +94,20 @@ async function penultimateHiddenState(textEncoder: OnnxModel): Promise<string> {
 }
 
 /**
- * Runs both text encoders: their penultimate hidden states concatenated on the last axis, and the second
- * encoder's projected pooled output (`text_embeds`).
+ * Runs both text encoders on `batchSize` prompts (`texts2`, default `texts`, for the second): their penultimate
+ * hidden states concatenated on the last axis, and the second encoder's projected pooled output (`text_embeds`).
  */
-async function encodeWithBothEncoders(
+async function encodeTexts(
   components: StableDiffusionXLComponents,
-  prompts: readonly string[],
-  prompts2: readonly string[],
-): Promise<{ promptEmbeds: Tensor<'float32'>; pooledPromptEmbeds: Tensor<'float32'> }> {
+  names: readonly [string, string],
+  texts: string | readonly string[],
+  texts2: string | readonly string[] | undefined,
+  batchSize: number,
+): Promise<PromptEmbeddingsXL> {
   const { tokenizer, textEncoder, tokenizer2, textEncoder2 } = components;
   const [hidden1, hidden2] = await Promise.all([penultimateHiddenState(textEncoder), penultimateHiddenState(textEncoder2)]);
-  const first = await runTextEncoder(tokenizer, textEncoder, prompts, [hidden1]);
-  const second = await runTextEncoder(tokenizer2, textEncoder2, prompts2, [hidden2, 'text_embeds']);
+  const first = await runTextEncoder(tokenizer, textEncoder, promptsForBatch(names[0], texts, batchSize), [hidden1]);
+  const second = await runTextEncoder(tokenizer2, textEncoder2, promptsForBatch(names[1], texts2 ?? texts, batchSize), [hidden2, 'text_embeds']);
   return { promptEmbeds: Tensor.cat([first[hidden1], second[hidden2]], -1), pooledPromptEmbeds: second.text_embeds };
 }
 
@@ -113,46 +118,33 @@ async function encodeWithBothEncoders(
  */
 export async function encodePromptXL(components: StableDiffusionXLComponents, settings: PromptXLSettings): Promise<EncodedPromptXL> {
   checkPromptXLSettings(settings);
-  let { promptEmbeds, pooledPromptEmbeds } = settings;
-  if (!promptEmbeds) {
-    const prompt = settings.prompt!;
-    const batch = typeof prompt === 'string' ? 1 : prompt.length;
-    const prompts = promptsForBatch('prompt', prompt, batch);
-    const prompts2 = promptsForBatch('prompt2', settings.prompt2 ?? prompt, batch);
-    ({ promptEmbeds, pooledPromptEmbeds } = await encodeWithBothEncoders(components, prompts, prompts2));
-  }
-  const batchSize = promptEmbeds.shape[0];
-  const perImage = (tensor: Tensor<'float32'>) => repeatRows(tensor, settings.numImagesPerPrompt);
-  const encoded: EncodedPromptXL = { promptEmbeds: perImage(promptEmbeds), pooledPromptEmbeds: perImage(pooledPromptEmbeds!) };
-  if (!settings.doClassifierFreeGuidance) return encoded;
+  const { prompt, promptEmbeds, pooledPromptEmbeds } = settings;
+  const positive: PromptEmbeddingsXL = promptEmbeds
+    ? { promptEmbeds, pooledPromptEmbeds: pooledPromptEmbeds! }
+    : await encodeTexts(components, ['prompt', 'prompt2'], prompt!, settings.prompt2, typeof prompt === 'string' ? 1 : prompt!.length);
+  const perImage = ({ promptEmbeds, pooledPromptEmbeds }: PromptEmbeddingsXL): PromptEmbeddingsXL => ({
+    promptEmbeds: repeatRows(promptEmbeds, settings.numImagesPerPrompt),
+    pooledPromptEmbeds: repeatRows(pooledPromptEmbeds, settings.numImagesPerPrompt),
+  });
+  if (!settings.doClassifierFreeGuidance) return perImage(positive);
 
-  let negativePromptEmbeds = settings.negativePromptEmbeds;
-  let negativePooledPromptEmbeds = settings.negativePooledPromptEmbeds;
-  if (!negativePromptEmbeds && settings.negativePrompt === undefined && settings.forceZerosForEmptyPrompt) {
-    negativePromptEmbeds = Tensor.zeros(promptEmbeds.shape);
-    negativePooledPromptEmbeds = Tensor.zeros(pooledPromptEmbeds!.shape);
-  } else if (!negativePromptEmbeds) {
-    const negativePrompt = settings.negativePrompt ?? '';
-    const negatives = promptsForBatch('negativePrompt', negativePrompt, batchSize);
-    const negatives2 = promptsForBatch('negativePrompt2', settings.negativePrompt2 ?? negativePrompt, batchSize);
-    ({ promptEmbeds: negativePromptEmbeds, pooledPromptEmbeds: negativePooledPromptEmbeds } = await encodeWithBothEncoders(
-      components,
-      negatives,
-      negatives2,
-    ));
+  let negative: PromptEmbeddingsXL;
+  if (settings.negativePromptEmbeds) {
+    negative = { promptEmbeds: settings.negativePromptEmbeds, pooledPromptEmbeds: settings.negativePooledPromptEmbeds! };
+  } else if (settings.negativePrompt === undefined && settings.forceZerosForEmptyPrompt) {
+    negative = { promptEmbeds: Tensor.zeros(positive.promptEmbeds.shape), pooledPromptEmbeds: Tensor.zeros(positive.pooledPromptEmbeds.shape) };
+  } else {
+    const batchSize = positive.promptEmbeds.shape[0];
+    negative = await encodeTexts(components, ['negativePrompt', 'negativePrompt2'], settings.negativePrompt ?? '', settings.negativePrompt2, batchSize);
   }
-  for (const [name, negative, positive] of [
-    ['negativePromptEmbeds', negativePromptEmbeds, promptEmbeds],
-    ['negativePooledPromptEmbeds', negativePooledPromptEmbeds!, pooledPromptEmbeds!],
-  ] as const) {
-    if (negative.shape.join() !== positive.shape.join()) {
+  for (const key of ['promptEmbeds', 'pooledPromptEmbeds'] as const) {
+    if (negative[key].shape.join() !== positive[key].shape.join()) {
       throw new InvalidArgumentError(
-        `${name} [${negative.shape.join(', ')}] must have the shape of the positive embeddings [${positive.shape.join(', ')}].`,
+        `The negative ${key} [${negative[key].shape.join(', ')}] must have the shape of the positive ones [${positive[key].shape.join(', ')}].`,
       );
     }
   }
-  encoded.negative = { promptEmbeds: perImage(negativePromptEmbeds), pooledPromptEmbeds: perImage(negativePooledPromptEmbeds!) };
-  return encoded;
+  return { ...perImage(positive), negative: perImage(negative) };
 }
 
 /** diffusers' `check_inputs` for the prompt options: text or embeddings (with their pooled partner), never both. */
@@ -207,9 +199,6 @@ export function timeIdsTensor(
         `× ${perId} + pooled width ${pooledWidth} give ${perId * ids + pooledWidth}.${aestheticHint}`,
     );
   }
-  for (const row of rows) {
-    if (row.some((value) => !Number.isFinite(value))) throw new InvalidArgumentError(`Time ids must be finite numbers, got [${row.join(', ')}].`);
-  }
   return new Tensor(Float32Array.from(rows.flat()), [rows.length, ids]);
 }
 
@@ -218,7 +207,7 @@ const CONDITIONING_INPUTS = { promptEmbeds: 'encoder_hidden_states', addTextEmbe
 /** The SDXL UNet call for the shared denoising loop: each conditioning tensor checked against the batch first. */
 export function predictNoiseXL(
   unet: OnnxModel,
-  pipeline: GenerationContext<StableDiffusionXLTensorName>,
+  pipeline: DenoisingRun<StableDiffusionXLTensorName>['pipeline'],
 ): DenoisingRun<StableDiffusionXLTensorName>['predictNoise'] {
   return async (latentModelInput, timestep, _stepIndex, tensors) => {
     const rows = latentModelInput.shape[0];

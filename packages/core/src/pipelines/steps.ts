@@ -192,3 +192,54 @@ export function checkBatch(name: string, tensor: Tensor<'float32'>, expectedRows
     : 'classifier-free guidance is off, so keep only the conditional half (e.g. chunk(2)[1]) when turning it off';
   throw new InvalidArgumentError(`${name} has ${tensor.shape[0]} rows but the next step needs ${expectedRows}: ${hint}.`);
 }
+
+/**
+ * The prompt steps of an SD 1.x generation: `normalizePrompts`, `encodePrompt`, and the embeddings as the UNet takes
+ * them — `[negative; positive]` under classifier-free guidance (diffusers' `torch.cat([negative, prompt])`).
+ * `batchSize` is the number of images in the latent batch (prompts × numImagesPerPrompt).
+ */
+export async function encodeGuidedPrompt(
+  encoder: { tokenizer: CLIPTokenizer; textEncoder: OnnxModel },
+  options: {
+    prompt?: string | readonly string[];
+    negativePrompt?: string | readonly string[];
+    promptEmbeds?: Tensor<'float32'>;
+    negativePromptEmbeds?: Tensor<'float32'>;
+  },
+  numImagesPerPrompt: number,
+  doClassifierFreeGuidance: boolean,
+): Promise<{ promptEmbeds: Tensor<'float32'>; negativePromptEmbeds?: Tensor<'float32'>; batchSize: number }> {
+  const { prompts, negatives } = normalizePrompts(options.prompt, options.negativePrompt);
+  const encoded = await encodePrompt(encoder, {
+    prompts, negatives, numImagesPerPrompt, doClassifierFreeGuidance,
+    promptEmbeds: options.promptEmbeds, negativePromptEmbeds: options.negativePromptEmbeds,
+  });
+  const { negativePromptEmbeds } = encoded;
+  return {
+    promptEmbeds: doClassifierFreeGuidance && negativePromptEmbeds ? Tensor.cat([negativePromptEmbeds, encoded.promptEmbeds]) : encoded.promptEmbeds,
+    negativePromptEmbeds,
+    batchSize: encoded.promptEmbeds.shape[0],
+  };
+}
+
+/**
+ * One SD 1.x UNet call of the denoising loop. `sample` is the scaled latent batch, with any extra conditioning
+ * channels already concatenated (inpainting); the prompt embeddings are checked against its rows first, since a
+ * callback may have replaced them.
+ */
+export async function predictNoiseWithUnet(
+  unet: OnnxModel,
+  sample: Tensor<'float32'>,
+  timestep: number,
+  promptEmbeds: Tensor<'float32'> | undefined,
+  doClassifierFreeGuidance: boolean,
+): Promise<Tensor<'float32'>> {
+  if (!promptEmbeds) throw new InvalidArgumentError('promptEmbeds is missing: a callback must not remove it.');
+  checkBatch('promptEmbeds', promptEmbeds, sample.shape[0], doClassifierFreeGuidance);
+  const { out_sample } = await unet.run({
+    sample,
+    timestep: timestepFeed(timestep, sample.shape[0]),
+    encoder_hidden_states: promptEmbeds,
+  });
+  return out_sample;
+}

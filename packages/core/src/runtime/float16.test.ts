@@ -88,7 +88,7 @@ describe('float16 conversion agrees with ONNX Runtime', () => {
     const graph = new GraphBuilder('cast_to_float');
     graph.input('x', 'float16', ['n']);
     graph.output('y', 'float32', ['n']);
-    graph.node('Cast', ['x'], { to: 1 }, ['y']);
+    graph.emit(graph.asFloat('x', 'float16'), 'y');
     const path = join(dir, 'cast-to-float.onnx');
     await writeFile(path, graph.serialize().model);
     const model = new OnnxModel(path);

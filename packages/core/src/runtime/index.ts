@@ -1,4 +1,3 @@
 export { OnnxModel, SessionPool, type GraphOptimizationLevel, type RuntimeOptions } from './onnx-model.js';
 export { CUDA_INSTALL_COMMAND, type ExecutionProviderName } from './execution-providers.js';
 export type { FeedTensor, FeedValue, ModelFeeds, ModelValueType, ValueSpec } from './feeds.js';
-export { float16Bits, float16Value, fromFloat16Bits, toFloat16Bits } from './float16.js';

@@ -769,3 +769,10 @@ export function withFinalZero(sigmas: ArrayLike<number>): Float32Array {
   out.set(sigmas);
   return out;
 }
+
+/** Fills a new float32 array element by element; a plain loop, unlike `Float32Array.from(x, fn)` on the hot path. */
+export function mapFloat32(length: number, valueAt: (index: number) => number): Float32Array {
+  const out = new Float32Array(length);
+  for (let i = 0; i < length; i++) out[i] = valueAt(i);
+  return out;
+}

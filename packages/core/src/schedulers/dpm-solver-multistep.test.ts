@@ -189,7 +189,6 @@ describe('DPMSolverMultistepScheduler steps', () => {
     const second = run(sdDpm(), 20);
     expect(third[1].prevSample.data).toEqual(second[1].prevSample.data);
     expect(third[2].prevSample.data).not.toEqual(second[2].prevSample.data);
-    third[19].prevSample.data.forEach((value, i) => expect(value).toBeCloseTo(second[19].prevSample.data[i], 1));
   });
 
   test('scaleModelInput is the identity; addNoise is α_t·x₀ + σ_t·noise', () => {

@@ -1,6 +1,6 @@
 import { ConfigError, InvalidArgumentError, UnsupportedError } from '../errors.js';
 import { Generator, randn } from '../random/generator.js';
-import { Tensor } from '../tensor.js';
+import type { Tensor } from '../tensor.js';
 import { expectCaseMatches, fixtureCases, sharedCases, sharedRefsPresent } from './__fixtures__/euler-dpm-refs.js';
 import { EulerDiscreteScheduler } from './euler-discrete.js';
 

@@ -22,6 +22,7 @@ import {
   type PredictionType,
   type SchedulerConfigSchema,
   type TimestepSpacing,
+  mapFloat32,
 } from './common.js';
 import type { SchedulerOutput, SchedulerStepOptions } from './scheduler.js';
 
@@ -156,7 +157,7 @@ export class LMSDiscreteScheduler extends SigmaScheduler<LMSDiscreteConfig> {
           break;
       }
     }
-    this.derivatives.push(Float32Array.from(x, (value, i) => f32(value - predOriginal[i]) / sigma));
+    this.derivatives.push(mapFloat32(x.length, (i) => f32(x[i] - predOriginal[i]) / sigma));
     if (this.derivatives.length > maxOrder) this.derivatives.shift();
 
     // As in diffusers, the order follows the step index (which img2img starts mid-schedule), and the sum pairs the

@@ -15,6 +15,7 @@ import {
   type BetaScheduleConfig,
   type SchedulerConfigSchema,
   type TimestepSpacing,
+  mapFloat32,
 } from './common.js';
 import type { SchedulerOutput } from './scheduler.js';
 
@@ -143,7 +144,7 @@ export class PNDMScheduler extends AlphaCumprodScheduler<PNDMConfig> {
         for (let i = 0; i < output.length; i++) running[i] += output[i] / 3;
         break;
       case 3:
-        update = Float32Array.from(output, (value, i) => running[i] + value / 6);
+        update = mapFloat32(output.length, (i) => running[i] + output[i] / 6);
         this.runningModelOutput = undefined;
         break;
     }
@@ -172,15 +173,15 @@ export class PNDMScheduler extends AlphaCumprodScheduler<PNDMConfig> {
       update = output;
       this.warmUpSample = sample;
     } else if (n === 1 && isWarmUpRepeat) {
-      update = Float32Array.from(output, (value, i) => (value + e[0][i]) / 2);
+      update = mapFloat32(output.length, (i) => (output[i] + e[0][i]) / 2);
       fromSample = this.warmUpSample ?? sample;
       this.warmUpSample = undefined;
     } else if (n === 2) {
-      update = Float32Array.from(output, (_, i) => (3 * e[1][i] - e[0][i]) / 2);
+      update = mapFloat32(output.length, (i) => (3 * e[1][i] - e[0][i]) / 2);
     } else if (n === 3) {
-      update = Float32Array.from(output, (_, i) => (23 * e[2][i] - 16 * e[1][i] + 5 * e[0][i]) / 12);
+      update = mapFloat32(output.length, (i) => (23 * e[2][i] - 16 * e[1][i] + 5 * e[0][i]) / 12);
     } else {
-      update = Float32Array.from(output, (_, i) => (55 * e[n - 1][i] - 59 * e[n - 2][i] + 37 * e[n - 3][i] - 9 * e[n - 4][i]) / 24);
+      update = mapFloat32(output.length, (i) => (55 * e[n - 1][i] - 59 * e[n - 2][i] + 37 * e[n - 3][i] - 9 * e[n - 4][i]) / 24);
     }
     return this.previousSample(fromSample, fromTimestep, prevTimestep, update);
   }
@@ -199,7 +200,8 @@ export class PNDMScheduler extends AlphaCumprodScheduler<PNDMConfig> {
     );
     const outputCoeff = f32(alphaProdTPrev - alphaProdT);
     const isVelocity = this.config.predictionType === 'v_prediction';
-    return Float32Array.from(sample, (x, i) => {
+    return mapFloat32(sample.length, (i) => {
+      const x = sample[i];
       const epsilon = isVelocity ? f32(sqrtAlphaProdT * output[i]) + f32(sqrtBetaProdT * x) : output[i];
       return f32(sampleCoeff * x) - f32(f32(outputCoeff * epsilon) / denominator);
     });

@@ -1,0 +1,132 @@
+import { GenerationContext } from '../callbacks/context.js';
+import { resolveStepEndCallbacks } from '../callbacks/step-end.js';
+import type { StableDiffusionXLTensorName } from '../contract.js';
+import type { Scheduler } from '../schedulers/scheduler.js';
+import type { Tensor } from '../tensor.js';
+import { denoise } from './denoise.js';
+import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
+import {
+  checkPair,
+  conditioningXL,
+  encodePromptXL,
+  loadStableDiffusionXLComponents,
+  predictNoiseXL,
+  timeIdsTensor,
+  type CropCoordsTuple,
+  type ImageSizeTuple,
+  type StableDiffusionXLComponents,
+  type StableDiffusionXLLoadOptions,
+} from './stable-diffusion-xl-steps.js';
+import { finishOutput, prepareLatents, type OutputType, type PipelineOutput } from './steps.js';
+import { checkGenerationOptions } from './validation.js';
+
+/** Options shared by the SDXL pipelines (diffusers' `__call__` arguments, camelCased). */
+export interface StableDiffusionXLBaseOptions<Requested extends StableDiffusionXLTensorName, Output extends OutputType>
+  extends StableDiffusionBaseOptions<StableDiffusionXLTensorName, Requested, Output> {
+  /** Prompt for the second tokenizer and text encoder; defaults to `prompt`. */
+  prompt2?: string | readonly string[];
+  /** Negative prompt for the second tokenizer and text encoder; defaults to `negativePrompt`. */
+  negativePrompt2?: string | readonly string[];
+  /** Required with `promptEmbeds`: the second encoder's `text_embeds` for the same prompts. */
+  pooledPromptEmbeds?: Tensor<'float32'>;
+  /** Required with `negativePromptEmbeds`. */
+  negativePooledPromptEmbeds?: Tensor<'float32'>;
+  /** Micro-conditioning (SDXL paper §2.2): the size the picture "was" before resizing; default the output size. */
+  originalSize?: ImageSizeTuple;
+  /** Where the picture "was" cropped from; default (0, 0), which gives well-centred pictures. */
+  cropsCoordsTopLeft?: CropCoordsTuple;
+  /** Default: the output size. */
+  targetSize?: ImageSizeTuple;
+  negativeOriginalSize?: ImageSizeTuple;
+  negativeCropsCoordsTopLeft?: CropCoordsTuple;
+  negativeTargetSize?: ImageSizeTuple;
+}
+
+export interface StableDiffusionXLOptions<Requested extends StableDiffusionXLTensorName = 'latents', Output extends OutputType = 'image'>
+  extends StableDiffusionXLBaseOptions<Requested, Output> {
+  height?: number;
+  width?: number;
+  /** Start from these (unscaled) latents instead of fresh noise. */
+  latents?: Tensor<'float32'>;
+}
+
+/** Text-to-image with Stable Diffusion XL ONNX exports (diffusers' `StableDiffusionXLPipeline`, base model). */
+export class StableDiffusionXLPipeline {
+  static readonly callbackTensorInputs: readonly StableDiffusionXLTensorName[] = ['latents', 'promptEmbeds', 'addTextEmbeds', 'addTimeIds'];
+  readonly callbackTensorInputs = StableDiffusionXLPipeline.callbackTensorInputs;
+  /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
+  scheduler: Scheduler;
+
+  constructor(readonly components: StableDiffusionXLComponents) {
+    this.scheduler = components.scheduler;
+  }
+
+  static async fromPretrained(dir: string, options: StableDiffusionXLLoadOptions = {}): Promise<StableDiffusionXLPipeline> {
+    return new StableDiffusionXLPipeline(await loadStableDiffusionXLComponents(dir, options));
+  }
+
+  async generate<const Requested extends StableDiffusionXLTensorName = 'latents', Output extends OutputType = 'image'>(
+    options: StableDiffusionXLOptions<Requested, Output>,
+  ): Promise<PipelineOutput<Output>> {
+    const { unet, unetConfig, vaeScaleFactor } = this.components;
+    const sampleSize = typeof unetConfig.sample_size === 'number' ? unetConfig.sample_size : 128;
+    const {
+      height = sampleSize * vaeScaleFactor,
+      width = sampleSize * vaeScaleFactor,
+      numInferenceSteps = 50,
+      guidanceScale = 5,
+      guidanceRescale = 0,
+      numImagesPerPrompt = 1,
+      originalSize = [height, width],
+      cropsCoordsTopLeft = [0, 0],
+      targetSize = [height, width],
+      negativeOriginalSize,
+      negativeCropsCoordsTopLeft = [0, 0],
+      negativeTargetSize,
+      generator,
+      signal,
+    } = options;
+    checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
+    const sizes = { originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize };
+    for (const [name, pair] of Object.entries(sizes)) if (pair !== undefined) checkPair(name, pair);
+    const callbacks = resolveStepEndCallbacks(options.callbackOnStepEnd, {
+      tensorInputs: options.callbackOnStepEndTensorInputs,
+      allowed: this.callbackTensorInputs,
+      pipelineName: 'StableDiffusionXLPipeline',
+    });
+    const scheduler = this.scheduler.clone();
+    const doClassifierFreeGuidance = guidanceScale > 1;
+    const encoded = await encodePromptXL(this.components, {
+      ...options, numImagesPerPrompt, doClassifierFreeGuidance, forceZerosForEmptyPrompt: this.components.forceZerosForEmptyPrompt,
+    });
+
+    const images = encoded.promptEmbeds.shape[0];
+    const positiveIds = [...originalSize, ...cropsCoordsTopLeft, ...targetSize];
+    const negativeIds = negativeOriginalSize && negativeTargetSize
+      ? [...negativeOriginalSize, ...negativeCropsCoordsTopLeft, ...negativeTargetSize]
+      : positiveIds;
+    // As diffusers: the [negative, positive] pair is tiled once per image (`repeat(batch, 1)`), not stacked.
+    const pairPerImage = doClassifierFreeGuidance ? [negativeIds, positiveIds] : [positiveIds];
+    const addTimeIds = timeIdsTensor(Array.from({ length: images }, () => pairPerImage).flat(), unetConfig, encoded.pooledPromptEmbeds.shape[1]);
+
+    scheduler.setTimesteps(numInferenceSteps);
+    const timesteps = scheduler.timesteps;
+    const latentShape = [images, 4, height / vaeScaleFactor, width / vaeScaleFactor];
+    const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
+    const pipeline = new GenerationContext('StableDiffusionXLPipeline', this.callbackTensorInputs, {
+      guidanceScale, timesteps, batchSize: images, signal,
+    });
+
+    const finalLatents = await denoise<StableDiffusionXLTensorName>({
+      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
+      tensors: { latents, ...conditioningXL(encoded, addTimeIds) },
+      predictNoise: predictNoiseXL(unet, pipeline),
+    });
+    return finishOutput(options.outputType ?? ('image' as Output), finalLatents, this.components);
+  }
+
+  /** Frees every ONNX Runtime session of this pipeline. */
+  async dispose(): Promise<void> {
+    await this.components.pool.dispose();
+  }
+}

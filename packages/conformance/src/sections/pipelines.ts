@@ -1,3 +1,9 @@
+import { join } from 'node:path';
+import * as core from '@diff/core';
+import type { CallbackKwargs, CallbackPipeline, Tensor } from '@diff/core';
+import { SDCFGCutoffCallback, SDXLCFGCutoffCallback } from '@diff/callback-cfg-cutoff';
+import { describedImage } from '../inputs.js';
+import { buildScheduler } from './schedulers.js';
 import { EXACT, runChecks, type Check, type CheckOutcome, type Tolerance } from '../compare.js';
 import type { RunRef } from '../refs.js';
 import { settleCase, type CaseResult, type SectionName } from '../report.js';
@@ -16,15 +22,91 @@ export interface PipelineRunOutput {
 
 export type PipelineRunner = (caseSpec: RunRef, modelsDir: string) => Promise<PipelineRunOutput | 'unsupported'>;
 
+type GenerateOptions = Record<string, unknown>;
+interface LoadedPipeline {
+  scheduler: unknown;
+  generate(options: GenerateOptions): Promise<{ images: Tensor }>;
+}
+type PipelineClass = { fromPretrained(dir: string): Promise<LoadedPipeline> };
+
+/** The class that runs each kind of case; looked up by name so that a pipeline the core lacks is 'unsupported'. */
+const PIPELINE_CLASSES: Record<string, string> = {
+  text2img: 'AutoPipelineForText2Image',
+  img2img: 'AutoPipelineForImage2Image',
+  inpaint: 'AutoPipelineForInpainting',
+  controlnet: 'StableDiffusionControlNetPipeline',
+};
+const FALLBACK_CLASSES: Record<string, Record<string, string>> = {
+  text2img: { 'tiny-sdxl': 'StableDiffusionXLPipeline', default: 'StableDiffusionPipeline' },
+};
+
+function pipelineClass(caseSpec: RunRef): PipelineClass | undefined {
+  const exports = core as unknown as Record<string, PipelineClass | undefined>;
+  const fallback = FALLBACK_CLASSES[caseSpec.pipeline];
+  return exports[PIPELINE_CLASSES[caseSpec.pipeline]] ?? (fallback && exports[fallback[caseSpec.model] ?? fallback.default]);
+}
+
+/** The callbacks the refs name, built as a user of @diff/core would write them. */
+function caseCallback(caseSpec: RunRef): unknown {
+  const args = caseSpec.callback_args ?? {};
+  const cutoff = { cutoffStepRatio: args.cutoff_step_ratio as number | undefined, cutoffStepIndex: args.cutoff_step_index as number | undefined };
+  switch (caseSpec.callback) {
+    case null:
+    case undefined:
+    case 'None':
+      return undefined;
+    case 'SDCFGCutoffCallback':
+      return new SDCFGCutoffCallback(cutoff);
+    case 'SDXLCFGCutoffCallback':
+      return new SDXLCFGCutoffCallback(cutoff);
+    case 'interrupt':
+      return (pipeline: CallbackPipeline, stepIndex: number) => {
+        if (stepIndex === args.step_index) pipeline.interrupt = true;
+      };
+    case 'dynamic_cfg':
+      // The seed guide's example: at int(num_timesteps · 0.4) keep the conditional embeddings and drop guidance.
+      return (pipeline: CallbackPipeline, stepIndex: number, _timestep: number, kwargs: CallbackKwargs<'promptEmbeds'>) => {
+        if (stepIndex === Math.trunc(pipeline.numTimesteps * 0.4)) {
+          kwargs.promptEmbeds = kwargs.promptEmbeds.chunk(2)[1];
+          pipeline.guidanceScale = 0;
+        }
+        return kwargs;
+      };
+    default:
+      throw new core.UnsupportedError(`callback "${caseSpec.callback}" is not known to the conformance runner`);
+  }
+}
+
+const camelCase = (key: string) => key.replace(/_([a-z0-9])/g, (_, letter: string) => letter.toUpperCase());
+
 /**
- * Runs one case through the project's pipeline and records what the refs hold: the model folder
- * `<modelsDir>/<caseSpec.model>`, the scheduler from `buildScheduler(caseSpec.scheduler, caseSpec.scheduler_config)`
- * (./schedulers.ts), one Generator seeded with `caseSpec.seed`, `caseSpec.kwargs` as the call's options, the callback
- * `caseSpec.callback` with `caseSpec.callback_args`, and the input pictures that `init_image`, `mask_image` and
- * `control_image` describe. Returns 'unsupported' for pipelines the project does not have yet — so far, all of them.
+ * Runs one case through the project's pipeline as a user would: the model folder `<modelsDir>/<caseSpec.model>`,
+ * the scheduler from `buildScheduler`, one Generator seeded with `caseSpec.seed`, the kwargs camelCased, the case's
+ * callback followed by a recorder of the latents after each step, and the input pictures the case describes.
  */
-export async function runPipelineCase(_caseSpec: RunRef, _modelsDir: string): Promise<PipelineRunOutput | 'unsupported'> {
-  return 'unsupported';
+export async function runPipelineCase(caseSpec: RunRef, modelsDir: string): Promise<PipelineRunOutput | 'unsupported'> {
+  const PipelineClass = pipelineClass(caseSpec);
+  if (!PipelineClass) return 'unsupported';
+  const pipeline = await PipelineClass.fromPretrained(join(modelsDir, caseSpec.model));
+  pipeline.scheduler = buildScheduler(caseSpec.scheduler, caseSpec.scheduler_config);
+
+  const options: GenerateOptions = Object.fromEntries(Object.entries(caseSpec.kwargs).map(([key, value]) => [camelCase(key), value]));
+  if (caseSpec.init_image) options.image = describedImage(caseSpec.init_image);
+  if (caseSpec.mask_image) options.maskImage = describedImage(caseSpec.mask_image);
+  if (caseSpec.control_image) options.image = describedImage(caseSpec.control_image);
+
+  const steps: Float32Array[] = [];
+  const recordLatents = (_pipeline: CallbackPipeline, _step: number, _timestep: number, kwargs: CallbackKwargs<'latents'>) => {
+    steps.push(kwargs.latents.data.slice());
+  };
+  const { images } = await pipeline.generate({
+    ...options,
+    generator: new core.Generator().manualSeed(typeof caseSpec.seed === 'bigint' ? caseSpec.seed : BigInt(caseSpec.seed)),
+    outputType: 'np',
+    callbackOnStepEnd: [caseCallback(caseSpec), recordLatents],
+    callbackOnStepEndTensorInputs: caseSpec.callback === 'dynamic_cfg' ? ['latents', 'promptEmbeds'] : ['latents'],
+  });
+  return { steps, image: images.data };
 }
 
 /** Compares a finished run with its reference; a case diffusers itself crashed on passes by running to the end. */

@@ -223,9 +223,11 @@ export function predictNoiseXL(
   };
 }
 
-/** Checks a `(a, b)` micro-conditioning pair. */
-export function checkPair(name: string, pair: readonly number[]): void {
-  if (!Array.isArray(pair) || pair.length !== 2 || pair.some((value) => !Number.isFinite(value))) {
-    throw new InvalidArgumentError(`${name} must be a pair of finite numbers, got ${JSON.stringify(pair)}.`);
+/** Checks the micro-conditioning options given: each a `(height, width)` or `(top, left)` pair of finite numbers. */
+export function checkMicroConditioning(pairs: Readonly<Record<string, readonly number[] | undefined>>): void {
+  for (const [name, pair] of Object.entries(pairs)) {
+    if (pair !== undefined && (!Array.isArray(pair) || pair.length !== 2 || pair.some((value) => !Number.isFinite(value)))) {
+      throw new InvalidArgumentError(`${name} must be a pair of finite numbers, got ${JSON.stringify(pair)}.`);
+    }
   }
 }

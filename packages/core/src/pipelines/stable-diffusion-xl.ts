@@ -6,7 +6,7 @@ import type { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
 import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
 import {
-  checkPair,
+  checkMicroConditioning,
   conditioningXL,
   encodePromptXL,
   loadStableDiffusionXLComponents,
@@ -87,8 +87,7 @@ export class StableDiffusionXLPipeline {
       signal,
     } = options;
     checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
-    const sizes = { originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize };
-    for (const [name, pair] of Object.entries(sizes)) if (pair !== undefined) checkPair(name, pair);
+    checkMicroConditioning({ originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize });
     const callbacks = resolveStepEndCallbacks(options.callbackOnStepEnd, {
       tensorInputs: options.callbackOnStepEndTensorInputs,
       allowed: this.callbackTensorInputs,

@@ -1,6 +1,3 @@
-/**
- * @jest-environment ./src/__fixtures__/onnx-test-environment.cjs
- */
 import ort from 'onnxruntime-node';
 import { InvalidArgumentError, UnsupportedError } from '../errors.js';
 import { Tensor } from '../tensor.js';

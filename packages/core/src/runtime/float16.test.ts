@@ -1,6 +1,3 @@
-/**
- * @jest-environment ./src/__fixtures__/onnx-test-environment.cjs
- */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1,6 +1,3 @@
-/**
- * @jest-environment ./src/__fixtures__/onnx-test-environment.cjs
- */
 import { jest } from '@jest/globals';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -252,9 +252,9 @@ export class DPMSolverMultistepScheduler extends SchedulerBase<DPMSolverMultiste
     const { solverOrder, lowerOrderFinal, eulerAtFinal, finalSigmasType } = this.config;
     const stepCount = this.currentTimesteps.length;
     // Lower orders at the end keep few-step runs stable; a final σ of 0 always takes a first-order step.
-    const fewSteps = lowerOrderFinal && stepCount < 15;
-    const firstOrderFinal = stepIndex === stepCount - 1 && (eulerAtFinal || fewSteps || finalSigmasType === 'zero');
-    const secondOrderSecondToLast = stepIndex === stepCount - 2 && fewSteps;
+    const lowerOrderAtEnd = lowerOrderFinal && stepCount < 15;
+    const firstOrderFinal = stepIndex === stepCount - 1 && (eulerAtFinal || lowerOrderAtEnd || finalSigmasType === 'zero');
+    const secondOrderSecondToLast = stepIndex === stepCount - 2 && lowerOrderAtEnd;
 
     const dataPrediction = this.dataPrediction(modelOutput.data, sample.data, this.currentSigmas[stepIndex]);
     this.modelOutputs.shift();

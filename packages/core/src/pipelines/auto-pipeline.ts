@@ -1,0 +1,82 @@
+/**
+ * diffusers' `AutoPipelineFor*`: the pipeline class for a task, chosen from the folder's model_index.json.
+ * A model family is named by its `_class_name` without the ONNX Runtime prefix (`Onnx…`, optimum's `ORT…`) and the
+ * task infix (`Img2Img`, `Inpaint`): `ORTStableDiffusionInpaintPipeline` is the `StableDiffusion` family.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { ModelLoadError, UnsupportedError } from '../errors.js';
+import { readConfigFile, type PipelineLoadOptions } from './loading.js';
+import { StableDiffusionImg2ImgPipeline } from './stable-diffusion-img2img.js';
+import { StableDiffusionInpaintPipeline } from './stable-diffusion-inpaint.js';
+
+/** The pipeline types each task may return. */
+interface TaskPipelines {
+  image2image: StableDiffusionImg2ImgPipeline;
+  inpainting: StableDiffusionInpaintPipeline;
+}
+type Task = keyof TaskPipelines;
+
+interface PipelineLoader<Pipeline> {
+  fromPretrained(dir: string, options?: PipelineLoadOptions): Promise<Pipeline>;
+}
+
+/** Each family's pipeline per task (diffusers' `AUTO_*_PIPELINES_MAPPING`): one line per family. */
+const PIPELINES_BY_FAMILY: Readonly<Record<string, { readonly [T in Task]?: PipelineLoader<TaskPipelines[T]> }>> = {
+  StableDiffusion: { image2image: StableDiffusionImg2ImgPipeline, inpainting: StableDiffusionInpaintPipeline },
+};
+
+const TASK_NAMES: Readonly<Record<Task, { auto: string; infix: string }>> = {
+  image2image: { auto: 'AutoPipelineForImage2Image', infix: 'Img2Img' },
+  inpainting: { auto: 'AutoPipelineForInpainting', infix: 'Inpaint' },
+};
+
+/** The model family of a `_class_name`, for any task and runtime prefix; undefined when it matches none. */
+function familyOf(className: string): string | undefined {
+  const family = /^(?:Onnx|ORT)?(\w+?)(?:Img2Img|Inpaint)?Pipeline$/.exec(className)?.[1];
+  return family !== undefined && Object.hasOwn(PIPELINES_BY_FAMILY, family) ? family : undefined;
+}
+
+function supportedClassNames(task: Task): string {
+  return Object.entries(PIPELINES_BY_FAMILY)
+    .filter(([, pipelines]) => pipelines[task])
+    .map(([family]) => `${family}Pipeline, ${family}${TASK_NAMES[task].infix}Pipeline (or any task of that family)`)
+    .join('; ');
+}
+
+async function loadForTask<T extends Task>(task: T, dir: string, options: PipelineLoadOptions): Promise<TaskPipelines[T]> {
+  const indexPath = join(dir, 'model_index.json');
+  const className = (await readConfigFile(indexPath, "a diffusers model_index.json naming the pipeline's _class_name"))._class_name;
+  const supported = `supported: ${supportedClassNames(task)}, each also with an Onnx or ORT prefix`;
+  if (typeof className !== 'string') throw new ModelLoadError(indexPath, `has no _class_name string; ${TASK_NAMES[task].auto} needs one (${supported}).`);
+  const family = familyOf(className);
+  const loader = family === undefined ? undefined : PIPELINES_BY_FAMILY[family][task];
+  if (!loader) throw new UnsupportedError(`${TASK_NAMES[task].auto} cannot load ${className} (${indexPath}); ${supported}.`);
+  return loader.fromPretrained(dir, options);
+}
+
+/** A UNet config's `in_channels`, when the folder has one. */
+async function configuredUnetInChannels(dir: string): Promise<unknown> {
+  const path = join(dir, 'unet', 'config.json');
+  return existsSync(path) ? (await readConfigFile(path, 'the UNet config')).in_channels : undefined;
+}
+
+export class AutoPipelineForImage2Image {
+  /**
+   * The image-to-image pipeline of the folder's model family (any of its `_class_name`s). An inpainting model
+   * (a UNet with 9 input channels) is refused: it needs the mask, so load it with `AutoPipelineForInpainting`.
+   */
+  static async fromPretrained(dir: string, options: PipelineLoadOptions = {}): Promise<TaskPipelines['image2image']> {
+    if ((await configuredUnetInChannels(dir)) === 9) {
+      throw new UnsupportedError(`${dir} is an inpainting model (its UNet takes 9 input channels); load it with AutoPipelineForInpainting.`);
+    }
+    return loadForTask('image2image', dir, options);
+  }
+}
+
+export class AutoPipelineForInpainting {
+  /** The inpainting pipeline of the folder's model family: inpainting exports (9-channel UNets) and plain ones alike. */
+  static async fromPretrained(dir: string, options: PipelineLoadOptions = {}): Promise<TaskPipelines['inpainting']> {
+    return loadForTask('inpainting', dir, options);
+  }
+}

@@ -1,0 +1,198 @@
+import { GenerationContext } from '../callbacks/context.js';
+import { resolveStepEndCallbacks } from '../callbacks/step-end.js';
+import type { StableDiffusionInpaintTensorName } from '../contract.js';
+import { InvalidArgumentError, ModelLoadError, UnsupportedError } from '../errors.js';
+import { randn } from '../random/generator.js';
+import type { Scheduler } from '../schedulers/scheduler.js';
+import { Tensor } from '../tensor.js';
+import { denoise } from './denoise.js';
+import {
+  blendKnownRegion,
+  encodeImageLatents,
+  maskOutImage,
+  prepareMaskLatents,
+  preprocessImage,
+  preprocessMask,
+  requireVaeEncoder,
+  strengthTimesteps,
+} from './image-latents.js';
+import { imageSize, type ImageInput } from './images.js';
+import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
+import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
+import type { ImageToImageComponents } from './stable-diffusion-img2img.js';
+import {
+  checkBatch,
+  encodeGuidedPrompt,
+  finishOutput,
+  predictNoiseWithUnet,
+  prepareLatents,
+  repeatRows,
+  type OutputType,
+  type PipelineOutput,
+} from './steps.js';
+import { checkGenerationOptions } from './validation.js';
+
+export interface StableDiffusionInpaintOptions<Requested extends StableDiffusionInpaintTensorName = 'latents', Output extends OutputType = 'image'>
+  extends StableDiffusionBaseOptions<StableDiffusionInpaintTensorName, Requested, Output> {
+  /** The picture to repaint part of; resized to `width`×`height`. */
+  image: ImageInput;
+  /** Same size as `image`. White (≥ 50 % grey once converted to grayscale) is repainted, black is kept. */
+  maskImage: ImageInput;
+  /**
+   * How far to move away from the picture inside the mask, in [0, 1] (default 1: start from pure noise). Below 1 the
+   * picture is noised to the start of the last `strength` fraction of the schedule, and only those steps run.
+   */
+  strength?: number;
+  /** Default: the UNet's `sample_size` × the VAE factor. */
+  height?: number;
+  width?: number;
+  /**
+   * Use these (unscaled) latents as the noise instead of drawing it. As in diffusers, the run then starts from them
+   * times `initNoiseSigma`, whatever the strength.
+   */
+  latents?: Tensor<'float32'>;
+}
+
+/** How many channels the UNet's `sample` takes: its config's `in_channels`, else the ONNX input's channel axis. */
+export async function unetInChannels(components: Pick<CommonComponents, 'unet' | 'unetConfig'>): Promise<number> {
+  const { unet, unetConfig } = components;
+  if (typeof unetConfig.in_channels === 'number') return unetConfig.in_channels;
+  const channels = (await unet.inputs()).find((input) => input.name === 'sample')?.shape[1];
+  if (typeof channels === 'number') return channels;
+  throw new ModelLoadError(unet.path, "declares no input channel count: unet/config.json has no in_channels and the ONNX 'sample' input's channel axis is dynamic.");
+}
+
+/**
+ * Inpainting with Stable Diffusion 1.x / 2.x ONNX exports (diffusers' `StableDiffusionInpaintPipeline`), with
+ * either an inpainting UNet (9 input channels: latents, mask and masked-picture latents) or a plain one (4 channels:
+ * the region to keep is put back after every step).
+ */
+export class StableDiffusionInpaintPipeline {
+  static readonly callbackTensorInputs: readonly StableDiffusionInpaintTensorName[] = [
+    'latents', 'promptEmbeds', 'negativePromptEmbeds', 'mask', 'maskedImageLatents',
+  ];
+  readonly callbackTensorInputs = StableDiffusionInpaintPipeline.callbackTensorInputs;
+  readonly components: ImageToImageComponents;
+  /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
+  scheduler: Scheduler;
+  #unetInChannels?: Promise<number>;
+
+  /** Throws a `ModelLoadError` when the components lack the VAE encoder. */
+  constructor(components: CommonComponents) {
+    this.components = { ...components, vaeEncoder: requireVaeEncoder(components, 'StableDiffusionInpaintPipeline') };
+    this.scheduler = components.scheduler;
+  }
+
+  static async fromPretrained(dir: string, options: PipelineLoadOptions = {}): Promise<StableDiffusionInpaintPipeline> {
+    return new StableDiffusionInpaintPipeline(await loadCommonComponents(dir, options));
+  }
+
+  /**
+   * Inpainting on the models of an already loaded SD pipeline and its current scheduler, as diffusers' `from_pipe`:
+   * the ONNX sessions are shared, nothing is loaded again. Disposing either pipeline frees the shared sessions.
+   */
+  static fromPipe(pipe: { readonly components: CommonComponents; readonly scheduler: Scheduler }): StableDiffusionInpaintPipeline {
+    const pipeline = new StableDiffusionInpaintPipeline(pipe.components);
+    pipeline.scheduler = pipe.scheduler;
+    return pipeline;
+  }
+
+  /** 9 for an inpainting UNet, 4 for a plain one (diffusers accepts nothing else). */
+  async unetInChannels(): Promise<4 | 9> {
+    this.#unetInChannels ??= unetInChannels(this.components);
+    const channels = await this.#unetInChannels;
+    if (channels !== 4 && channels !== 9) {
+      throw new UnsupportedError(`${this.components.unet.path}: the UNet takes ${channels} input channels; inpainting needs 9 (an inpainting UNet) or 4 (a plain one).`);
+    }
+    return channels;
+  }
+
+  async generate<const Requested extends StableDiffusionInpaintTensorName = 'latents', Output extends OutputType = 'image'>(
+    options: StableDiffusionInpaintOptions<Requested, Output>,
+  ): Promise<PipelineOutput<Output>> {
+    const { unet, vaeScaleFactor } = this.components;
+    const sampleSize = typeof this.components.unetConfig.sample_size === 'number' ? this.components.unetConfig.sample_size : 64;
+    const {
+      height = sampleSize * vaeScaleFactor,
+      width = sampleSize * vaeScaleFactor,
+      strength = 1,
+      numInferenceSteps = 50,
+      guidanceScale = 7.5,
+      guidanceRescale = 0,
+      numImagesPerPrompt = 1,
+      generator,
+      signal,
+    } = options;
+    checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
+    await checkSameSize(options.image, options.maskImage);
+    const callbacks = resolveStepEndCallbacks(options.callbackOnStepEnd, {
+      tensorInputs: options.callbackOnStepEndTensorInputs,
+      allowed: this.callbackTensorInputs,
+      pipelineName: 'StableDiffusionInpaintPipeline',
+    });
+    const inChannels = await this.unetInChannels();
+    const scheduler = this.scheduler.clone();
+    const timesteps = strengthTimesteps(scheduler, numInferenceSteps, strength);
+    const doClassifierFreeGuidance = guidanceScale > 1;
+    const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, doClassifierFreeGuidance);
+
+    // diffusers' prepare_latents, in its order of draws: the picture's VAE sample (when the start or the 4-channel
+    // blending needs it), then the noise; the masked picture's VAE sample comes after, in prepare_mask_latents.
+    const size = { width, height };
+    const image = await preprocessImage(options.image, size);
+    const startsFromNoise = strength === 1 || options.latents !== undefined;
+    const imageLatents = inChannels === 4 || !startsFromNoise ? repeatRows(await encodeImageLatents(this.components, image, generator), batchSize) : undefined;
+    const latentShape = [batchSize, 4, height / vaeScaleFactor, width / vaeScaleFactor];
+    const noise = options.latents ?? randn(latentShape, { generator });
+    const latents = imageLatents && !startsFromNoise
+      ? scheduler.addNoise(imageLatents, noise, timesteps[0])
+      : prepareLatents(latentShape, scheduler.initNoiseSigma, generator, noise);
+
+    const maskCondition = await preprocessMask(options.maskImage, size);
+    const { mask, maskedImageLatents } = await prepareMaskLatents({
+      vae: this.components, mask: maskCondition, maskedImage: maskOutImage(image, maskCondition),
+      vaeScaleFactor, batchSize, doClassifierFreeGuidance, generator,
+    });
+    const pipeline = new GenerationContext('StableDiffusionInpaintPipeline', this.callbackTensorInputs, { guidanceScale, timesteps, batchSize, signal });
+
+    /** A conditioning tensor as the next UNet call needs it (a callback may have replaced or halved it). */
+    const conditioning = (name: 'mask' | 'maskedImageLatents', tensor: Tensor<'float32'> | undefined) => {
+      if (!tensor) throw new InvalidArgumentError(`${name} is missing: a callback must not remove it.`);
+      const cfg = pipeline.doClassifierFreeGuidance;
+      checkBatch(name, tensor, (cfg ? 2 : 1) * batchSize, cfg);
+      return tensor;
+    };
+    const finalLatents = await denoise<StableDiffusionInpaintTensorName>({
+      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
+      tensors: { latents, promptEmbeds, negativePromptEmbeds, mask, maskedImageLatents },
+      predictNoise: (latentModelInput, timestep, _stepIndex, tensors) => {
+        const sample = inChannels === 9
+          ? Tensor.cat([latentModelInput, conditioning('mask', tensors.mask), conditioning('maskedImageLatents', tensors.maskedImageLatents)], 1)
+          : latentModelInput;
+        return predictNoiseWithUnet(unet, sample, timestep, tensors.promptEmbeds, pipeline.doClassifierFreeGuidance);
+      },
+      afterStep: imageLatents && inChannels === 4
+        ? (stepped, stepIndex, tensors) => {
+          const latentMask = conditioning('mask', tensors.mask);
+          const known = stepIndex < timesteps.length - 1 ? scheduler.addNoise(imageLatents, noise, timesteps[stepIndex + 1]) : imageLatents;
+          return blendKnownRegion(stepped, known, pipeline.doClassifierFreeGuidance ? latentMask.chunk(2)[0] : latentMask);
+        }
+        : undefined,
+    });
+    return finishOutput(options.outputType ?? ('image' as Output), finalLatents, this.components);
+  }
+
+  /** Frees every ONNX Runtime session of this pipeline (shared with the pipeline it was made from, if any). */
+  async dispose(): Promise<void> {
+    await this.components.pool.dispose();
+  }
+}
+
+async function checkSameSize(image: ImageInput, maskImage: ImageInput): Promise<void> {
+  const [imageDims, maskDims] = await Promise.all([imageSize(image), imageSize(maskImage)]);
+  if (imageDims.width !== maskDims.width || imageDims.height !== maskDims.height) {
+    throw new InvalidArgumentError(
+      `maskImage is ${maskDims.width}×${maskDims.height} but image is ${imageDims.width}×${imageDims.height}; give a mask of the picture's size.`,
+    );
+  }
+}

@@ -1,0 +1,146 @@
+// The image-conditioned pipelines against diffusers itself (the shared refs.json), where the shared conformance data
+// is present: per-step latents within 5e-4 + 5e-4·|ref|, the image within 1e-3.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { CallbackKwargs, CallbackPipeline, StableDiffusionInpaintTensorName } from '../contract.js';
+import { Generator } from '../random/generator.js';
+import { schedulerFromConfig } from '../schedulers/index.js';
+import type { Tensor } from '../tensor.js';
+import type { RawImage } from './images.js';
+import { StableDiffusionImg2ImgPipeline } from './stable-diffusion-img2img.js';
+import { StableDiffusionInpaintPipeline } from './stable-diffusion-inpaint.js';
+
+const conformance = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..', '..', '..', 'shared', 'conformance');
+const refsPath = join(conformance, 'refs.json');
+
+interface RunRef {
+  id: string;
+  model: string;
+  scheduler: string;
+  scheduler_config?: Record<string, unknown>;
+  seed: number;
+  kwargs: { prompt: string; strength: number; num_inference_steps: number; guidance_scale: number };
+  callback_args?: { cutoff_step_ratio: number } | null;
+  steps?: { step: number; timestep: number; latents: number[] }[];
+  image?: { shape: number[]; data: number[] };
+}
+
+const SCHEDULER_CLASSES: Record<string, string> = { ddim: 'DDIMScheduler', pndm: 'PNDMScheduler' };
+const refs = existsSync(refsPath) ? (JSON.parse(readFileSync(refsPath, 'utf8')) as { sd_runs: RunRef[]; inpaint_runs: RunRef[] }) : undefined;
+const refCase = (section: 'sd_runs' | 'inpaint_runs', id: string) => refs![section].find((entry) => entry.id === id)!;
+
+/** Python's round(): halves go to the even neighbour. */
+function roundHalfEven(value: number): number {
+  const floor = Math.floor(value);
+  const fraction = value - floor;
+  return fraction > 0.5 || (fraction === 0.5 && floor % 2 === 1) ? floor + 1 : floor;
+}
+
+/** refs.json's `init_image`: r = x/63, g = y/63, b = 0.5·(1 − x/63) + 0.5·y/63 over 64×64, as uint8 round(v·255). */
+function gradientImage(): RawImage {
+  const data = new Uint8Array(64 * 64 * 3);
+  for (let y = 0; y < 64; y++) {
+    for (let x = 0; x < 64; x++) {
+      const values = [x / 63, y / 63, 0.5 * (1 - x / 63) + 0.5 * (y / 63)];
+      values.forEach((value, channel) => (data[(y * 64 + x) * 3 + channel] = roundHalfEven(value * 255)));
+    }
+  }
+  return { data, width: 64, height: 64, channels: 3 };
+}
+
+/** refs.json's `mask_image`: L mode 64×64, 255 where 8 ≤ y < 40 and 16 ≤ x < 48, else 0. */
+function rectangleMask(): RawImage {
+  const data = new Uint8Array(64 * 64);
+  for (let y = 8; y < 40; y++) data.fill(255, y * 64 + 16, y * 64 + 48);
+  return { data, width: 64, height: 64, channels: 1 };
+}
+
+/** The largest |ours − ref| − (atol + rtol·|ref|) (≤ 0 passes) and the largest |ours − ref|. */
+function compare(ours: ArrayLike<number>, ref: readonly number[], atol: number, rtol: number) {
+  expect(ours.length).toBe(ref.length);
+  let excess = -Infinity;
+  let maxAbsDiff = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const diff = Math.abs(ours[i] - ref[i]);
+    excess = Math.max(excess, diff - (atol + rtol * Math.abs(ref[i])));
+    maxAbsDiff = Math.max(maxAbsDiff, diff);
+  }
+  return { excess, maxAbsDiff };
+}
+
+function optionsOf(ref: RunRef) {
+  const { prompt, strength, num_inference_steps: numInferenceSteps, guidance_scale: guidanceScale } = ref.kwargs;
+  return { prompt, strength, numInferenceSteps, guidanceScale, generator: new Generator().manualSeed(ref.seed), outputType: 'np' as const };
+}
+
+function schedulerOf(ref: RunRef) {
+  return ref.scheduler_config && schedulerFromConfig({ ...ref.scheduler_config, _class_name: SCHEDULER_CLASSES[ref.scheduler] });
+}
+
+/** Checks every step's latents and the image, and reports the largest differences. */
+function expectMatches(ref: RunRef, steps: Float32Array[], image: Tensor) {
+  expect(steps).toHaveLength(ref.steps!.length);
+  let worstLatents = 0;
+  ref.steps!.forEach((expected, i) => {
+    const { excess, maxAbsDiff } = compare(steps[i], expected.latents, 5e-4, 5e-4);
+    expect(excess).toBeLessThanOrEqual(0);
+    worstLatents = Math.max(worstLatents, maxAbsDiff);
+    console.log("DEBUG", ref.id, i, maxAbsDiff);
+  });
+  expect(image.shape).toEqual(ref.image!.shape);
+  const imageDiff = compare(image.data, ref.image!.data, 1e-3, 0);
+  expect(imageDiff.excess).toBeLessThanOrEqual(0);
+  console.log(`${ref.id}: max |latents − ref| = ${worstLatents.toExponential(2)}, max |image − ref| = ${imageDiff.maxAbsDiff.toExponential(2)}`);
+}
+
+const recordLatents = (steps: Float32Array[]) => (_pipeline: unknown, _step: number, _timestep: number, kwargs: { latents: Tensor }) => {
+  steps.push(kwargs.latents.data.slice());
+};
+
+(refs ? describe : describe.skip)('diffusers conformance of the image pipelines (shared refs.json)', () => {
+  it('sd-img2img-ddim', async () => {
+    const ref = refCase('sd_runs', 'sd-img2img-ddim');
+    const pipe = await StableDiffusionImg2ImgPipeline.fromPretrained(join(conformance, ref.model), { scheduler: schedulerOf(ref) });
+    const steps: Float32Array[] = [];
+    const { images } = await pipe.generate({ ...optionsOf(ref), image: gradientImage(), callbackOnStepEnd: recordLatents(steps) });
+    await pipe.dispose();
+    expectMatches(ref, steps, images);
+  });
+
+  it('inpaint-ddim-full', async () => {
+    const ref = refCase('inpaint_runs', 'inpaint-ddim-full');
+    const pipe = await StableDiffusionInpaintPipeline.fromPretrained(join(conformance, ref.model), { scheduler: schedulerOf(ref) });
+    const steps: Float32Array[] = [];
+    const { images } = await pipe.generate({ ...optionsOf(ref), image: gradientImage(), maskImage: rectangleMask(), callbackOnStepEnd: recordLatents(steps) });
+    await pipe.dispose();
+    expectMatches(ref, steps, images);
+  });
+
+  it('inpaint-pndm-cfgcut runs to the end with the mask and masked-image latents halved at the cut-off', async () => {
+    const ref = refCase('inpaint_runs', 'inpaint-pndm-cfgcut');
+    const pipe = await StableDiffusionInpaintPipeline.fromPretrained(join(conformance, ref.model));
+    const rowsPerStep: Record<string, number>[] = [];
+    // What SDCFGCutoffCallback does: at int(numTimesteps · ratio), guidance off and every doubled tensor halved.
+    const cfgCutoff = (pipeline: CallbackPipeline<StableDiffusionInpaintTensorName>, step: number, _t: number, kwargs: CallbackKwargs<StableDiffusionInpaintTensorName>) => {
+      let result = kwargs;
+      if (step === Math.floor(pipeline.numTimesteps * ref.callback_args!.cutoff_step_ratio)) {
+        pipeline.guidanceScale = 0;
+        result = { ...kwargs };
+        for (const name of ['promptEmbeds', 'mask', 'maskedImageLatents'] as const) result[name] = kwargs[name].chunk(2)[1];
+      }
+      rowsPerStep.push(Object.fromEntries(Object.entries(result).map(([name, tensor]) => [name, tensor.shape[0]])));
+      return result;
+    };
+    const { images } = await pipe.generate({
+      ...optionsOf(ref), image: gradientImage(), maskImage: rectangleMask(),
+      callbackOnStepEnd: cfgCutoff, callbackOnStepEndTensorInputs: ['latents', 'promptEmbeds', 'mask', 'maskedImageLatents'],
+    });
+    await pipe.dispose();
+    expect(rowsPerStep).toHaveLength(11); // PNDM: 10 steps, 11 UNet calls
+    expect(rowsPerStep[4]).toEqual({ latents: 1, promptEmbeds: 2, mask: 2, maskedImageLatents: 2 });
+    for (const rows of rowsPerStep.slice(5)) expect(rows).toEqual({ latents: 1, promptEmbeds: 1, mask: 1, maskedImageLatents: 1 });
+    expect(images.shape).toEqual([1, 64, 64, 3]);
+    expect(images.data.every(Number.isFinite)).toBe(true);
+  });
+});

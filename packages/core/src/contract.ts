@@ -14,6 +14,7 @@
  * - A callback that throws (or rejects) ends the generation with a `CallbackError` naming the callback, the step
  *   and the hook; the original error is its `cause`.
  */
+import type { RgbImage } from './pipelines/images.js';
 import type { Tensor } from './tensor.js';
 
 /** The version of this contract. A plugin states the version it was written for; the core refuses others. */
@@ -55,6 +56,11 @@ export interface CallbackPipeline {
   readonly callbackTensorInputs: readonly CallbackTensorName[];
   /** Aborted when the caller aborts the generation. */
   readonly signal: AbortSignal;
+  /**
+   * Decodes latents with this pipeline's VAE into RGB pictures, e.g. for a per-step preview. Costs one VAE decoder
+   * run; the generation itself is unaffected.
+   */
+  decodeLatents(latents: Tensor<'float32'>): Promise<RgbImage[]>;
 }
 
 /** What a callback may return: the kwargs (changed or not), or nothing (changes made in place still apply). */

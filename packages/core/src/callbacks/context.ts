@@ -1,4 +1,7 @@
 import type { CallbackPipeline, CallbackTensorName } from '../contract.js';
+import type { RgbImage } from '../pipelines/images.js';
+import type { Tensor } from '../tensor.js';
+import { UnsupportedError } from '../errors.js';
 
 /**
  * The per-generation state a callback sees as `pipeline`. Each `generate` call makes its own, so concurrent
@@ -14,13 +17,24 @@ export class GenerationContext implements CallbackPipeline {
   constructor(
     readonly pipelineName: string,
     readonly callbackTensorInputs: readonly CallbackTensorName[],
-    settings: { guidanceScale: number; timesteps: ArrayLike<number>; batchSize: number; signal?: AbortSignal },
+    settings: {
+      guidanceScale: number;
+      timesteps: ArrayLike<number>;
+      batchSize: number;
+      signal?: AbortSignal;
+      decodeLatents?: (latents: Tensor<'float32'>) => Promise<RgbImage[]>;
+    },
   ) {
     this.guidanceScale = settings.guidanceScale;
     this.timesteps = Object.freeze(Array.from(settings.timesteps));
     this.batchSize = settings.batchSize;
     this.signal = settings.signal ?? new AbortController().signal;
+    this.decodeLatents =
+      settings.decodeLatents ??
+      (() => Promise.reject(new UnsupportedError(`${pipelineName} does not offer decodeLatents to callbacks.`)));
   }
+
+  readonly decodeLatents: (latents: Tensor<'float32'>) => Promise<RgbImage[]>;
 
   get numTimesteps(): number {
     return this.timesteps.length;

@@ -9,10 +9,15 @@ import { ModelLoadError, UnsupportedError } from '../errors.js';
 import { readConfigFile, type PipelineLoadOptions } from './loading.js';
 import { StableDiffusionImg2ImgPipeline } from './stable-diffusion-img2img.js';
 import { StableDiffusionInpaintPipeline } from './stable-diffusion-inpaint.js';
+import { StableDiffusionXLImg2ImgPipeline } from './stable-diffusion-xl-img2img.js';
+import type { StableDiffusionXLLoadOptions } from './stable-diffusion-xl-steps.js';
+import { StableDiffusionXLPipeline } from './stable-diffusion-xl.js';
+import { StableDiffusionPipeline } from './stable-diffusion.js';
 
 /** The pipeline types each task may return. */
 interface TaskPipelines {
-  image2image: StableDiffusionImg2ImgPipeline;
+  text2image: StableDiffusionPipeline | StableDiffusionXLPipeline;
+  image2image: StableDiffusionImg2ImgPipeline | StableDiffusionXLImg2ImgPipeline;
   inpainting: StableDiffusionInpaintPipeline;
 }
 type Task = keyof TaskPipelines;
@@ -23,10 +28,12 @@ interface PipelineLoader<Pipeline> {
 
 /** Each family's pipeline per task (diffusers' `AUTO_*_PIPELINES_MAPPING`): one line per family. */
 const PIPELINES_BY_FAMILY: Readonly<Record<string, { readonly [T in Task]?: PipelineLoader<TaskPipelines[T]> }>> = {
-  StableDiffusion: { image2image: StableDiffusionImg2ImgPipeline, inpainting: StableDiffusionInpaintPipeline },
+  StableDiffusion: { text2image: StableDiffusionPipeline, image2image: StableDiffusionImg2ImgPipeline, inpainting: StableDiffusionInpaintPipeline },
+  StableDiffusionXL: { text2image: StableDiffusionXLPipeline, image2image: StableDiffusionXLImg2ImgPipeline },
 };
 
 const TASK_NAMES: Readonly<Record<Task, { auto: string; infix: string }>> = {
+  text2image: { auto: 'AutoPipelineForText2Image', infix: '' },
   image2image: { auto: 'AutoPipelineForImage2Image', infix: 'Img2Img' },
   inpainting: { auto: 'AutoPipelineForInpainting', infix: 'Inpaint' },
 };
@@ -40,7 +47,7 @@ function familyOf(className: string): string | undefined {
 function supportedClassNames(task: Task): string {
   return Object.entries(PIPELINES_BY_FAMILY)
     .filter(([, pipelines]) => pipelines[task])
-    .map(([family]) => `${family}Pipeline, ${family}${TASK_NAMES[task].infix}Pipeline (or any task of that family)`)
+    .map(([family]) => `${[...new Set([`${family}Pipeline`, `${family}${TASK_NAMES[task].infix}Pipeline`])].join(', ')} (or any task of that family)`)
     .join('; ');
 }
 
@@ -61,15 +68,28 @@ async function configuredUnetInChannels(dir: string): Promise<unknown> {
   return existsSync(path) ? (await readConfigFile(path, 'the UNet config')).in_channels : undefined;
 }
 
-export class AutoPipelineForImage2Image {
+/** An inpainting model (a UNet with 9 input channels) needs the mask: only `AutoPipelineForInpainting` loads it. */
+async function refuseInpaintingModel(dir: string): Promise<void> {
+  if ((await configuredUnetInChannels(dir)) === 9) {
+    throw new UnsupportedError(`${dir} is an inpainting model (its UNet takes 9 input channels); load it with AutoPipelineForInpainting.`);
+  }
+}
+
+export class AutoPipelineForText2Image {
   /**
-   * The image-to-image pipeline of the folder's model family (any of its `_class_name`s). An inpainting model
-   * (a UNet with 9 input channels) is refused: it needs the mask, so load it with `AutoPipelineForInpainting`.
+   * The text-to-image pipeline of the folder's model family (any of its `_class_name`s): `StableDiffusionPipeline`
+   * or `StableDiffusionXLPipeline` (whose load options it takes too). Inpainting models are refused.
    */
+  static async fromPretrained(dir: string, options: StableDiffusionXLLoadOptions = {}): Promise<TaskPipelines['text2image']> {
+    await refuseInpaintingModel(dir);
+    return loadForTask('text2image', dir, options);
+  }
+}
+
+export class AutoPipelineForImage2Image {
+  /** The image-to-image pipeline of the folder's model family (any of its `_class_name`s). Inpainting models are refused. */
   static async fromPretrained(dir: string, options: PipelineLoadOptions = {}): Promise<TaskPipelines['image2image']> {
-    if ((await configuredUnetInChannels(dir)) === 9) {
-      throw new UnsupportedError(`${dir} is an inpainting model (its UNet takes 9 input channels); load it with AutoPipelineForInpainting.`);
-    }
+    await refuseInpaintingModel(dir);
     return loadForTask('image2image', dir, options);
   }
 }

@@ -30,20 +30,26 @@ const SCHEDULER_CLASSES: Record<string, string> = { ddim: 'DDIMScheduler', pndm:
 const refs = existsSync(refsPath) ? (JSON.parse(readFileSync(refsPath, 'utf8')) as { sd_runs: RunRef[]; inpaint_runs: RunRef[] }) : undefined;
 const refCase = (section: 'sd_runs' | 'inpaint_runs', id: string) => refs![section].find((entry) => entry.id === id)!;
 
-/** Python's round(): halves go to the even neighbour. */
+/** numpy's round: halves go to the even neighbour. */
 function roundHalfEven(value: number): number {
   const floor = Math.floor(value);
   const fraction = value - floor;
   return fraction > 0.5 || (fraction === 0.5 && floor % 2 === 1) ? floor + 1 : floor;
 }
 
-/** refs.json's `init_image`: r = x/63, g = y/63, b = 0.5·(1 − x/63) + 0.5·y/63 over 64×64, as uint8 round(v·255). */
+/**
+ * refs.json's `init_image`: r = x/63, g = y/63, b = 0.5·(1 − x/63) + 0.5·y/63 over 64×64, as uint8 round(v·255).
+ * The refs computed it in float32 with numpy's rounding: 39 blue values differ from a float64 Math.round, which moves
+ * the latents by 2e-4.
+ */
 function gradientImage(): RawImage {
+  const f32 = Math.fround;
   const data = new Uint8Array(64 * 64 * 3);
   for (let y = 0; y < 64; y++) {
     for (let x = 0; x < 64; x++) {
-      const values = [x / 63, y / 63, 0.5 * (1 - x / 63) + 0.5 * (y / 63)];
-      values.forEach((value, channel) => (data[(y * 64 + x) * 3 + channel] = roundHalfEven(value * 255)));
+      const [r, g] = [f32(x / 63), f32(y / 63)];
+      const values = [r, g, f32(f32(0.5 * f32(1 - r)) + f32(f32(0.5 * y) / 63))];
+      values.forEach((value, channel) => (data[(y * 64 + x) * 3 + channel] = roundHalfEven(f32(value * 255))));
     }
   }
   return { data, width: 64, height: 64, channels: 3 };
@@ -86,7 +92,6 @@ function expectMatches(ref: RunRef, steps: Float32Array[], image: Tensor) {
     const { excess, maxAbsDiff } = compare(steps[i], expected.latents, 5e-4, 5e-4);
     expect(excess).toBeLessThanOrEqual(0);
     worstLatents = Math.max(worstLatents, maxAbsDiff);
-    console.log("DEBUG", ref.id, i, maxAbsDiff);
   });
   expect(image.shape).toEqual(ref.image!.shape);
   const imageDiff = compare(image.data, ref.image!.data, 1e-3, 0);

@@ -4,4 +4,20 @@ export type { OutputType, PipelineOutput } from './steps.js';
 export { saveImage, type ImageInput, type RawImage, type RgbImage } from './images.js';
 export { StableDiffusionImg2ImgPipeline, type StableDiffusionImg2ImgOptions, type ImageToImageComponents } from './stable-diffusion-img2img.js';
 export { StableDiffusionInpaintPipeline, type StableDiffusionInpaintOptions } from './stable-diffusion-inpaint.js';
-export { AutoPipelineForImage2Image, AutoPipelineForInpainting } from './auto-pipeline.js';
+export { AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image } from './auto-pipeline.js';
+export { StableDiffusionXLPipeline, type StableDiffusionXLOptions, type StableDiffusionXLBaseOptions } from './stable-diffusion-xl.js';
+export {
+  StableDiffusionXLImg2ImgPipeline,
+  type StableDiffusionXLImg2ImgOptions,
+  type StableDiffusionXLImg2ImgLoadOptions,
+  type StableDiffusionXLImg2ImgComponents,
+} from './stable-diffusion-xl-img2img.js';
+export {
+  encodePromptXL,
+  type CropCoordsTuple,
+  type EncodedPromptXL,
+  type ImageSizeTuple,
+  type PromptEmbeddingsXL,
+  type StableDiffusionXLComponents,
+  type StableDiffusionXLLoadOptions,
+} from './stable-diffusion-xl-steps.js';

@@ -1,6 +1,3 @@
-/**
- * @jest-environment ./src/__fixtures__/onnx-test-environment.cjs
- */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -107,7 +104,7 @@ describe('StableDiffusionXLImg2ImgPipeline', () => {
     const negative = [8, 8, 4, 2, 16, 16];
     const positive = [32, 24, 4, 2, 16, 16];
     expect(rowsOf(timeIds)).toEqual([negative, negative, positive, positive]);
-    expect((feeds[0].timestep as { shape: number[] }).shape).toEqual([4]);
+    expect((feeds[0].timestep as { shape: readonly number[] }).shape).toEqual([4]);
     expect((feeds[0].text_embeds as Tensor).shape[0]).toBe(4);
   });
 

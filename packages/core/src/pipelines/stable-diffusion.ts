@@ -10,6 +10,7 @@ import {
   checkBatch,
   encodePrompt,
   finishOutput,
+  latentDecoder,
   normalizePrompts,
   prepareLatents,
   timestepFeed,
@@ -96,7 +97,7 @@ export class StableDiffusionPipeline {
     const latentShape = [encoded.promptEmbeds.shape[0], 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
     const pipeline = new GenerationContext('StableDiffusionPipeline', this.callbackTensorInputs, {
-      guidanceScale, timesteps, batchSize: latents.shape[0], signal,
+      guidanceScale, timesteps, batchSize: latents.shape[0], signal, decodeLatents: latentDecoder(this.components),
     });
 
     const finalLatents = await denoise<StableDiffusionTensorName>({

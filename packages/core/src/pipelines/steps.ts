@@ -170,6 +170,11 @@ export async function decodeLatents(vaeDecoder: OnnxModel, latents: Tensor<'floa
   return new Tensor(images, sample.shape);
 }
 
+/** What a generation's callbacks use to preview latents: the VAE decoder, as RGB pictures. */
+export function latentDecoder(vae: { vaeDecoder: OnnxModel; scalingFactor: number }) {
+  return async (latents: Tensor<'float32'>): Promise<RgbImage[]> => toRgbImages(await decodeLatents(vae.vaeDecoder, latents, vae.scalingFactor));
+}
+
 /** Decodes (unless `'latent'`) and formats the result as asked. */
 export async function finishOutput<Output extends OutputType>(
   outputType: Output,

@@ -116,7 +116,7 @@ class TextLayer(nn.Module):
 class TextEncoder(nn.Module):
     """input_ids [B,77] -> last_hidden_state [B,77,D] (CLIP-like, causal)."""
 
-    def __init__(self, vocab_size, d=64, layers=2, heads=4, ff=2):
+    def __init__(self, vocab_size, d=64, layers=2, heads=2, ff=2):
         super().__init__()
         self.tok = nn.Embedding(vocab_size, d)
         self.pos = nn.Parameter(torch.zeros(MAX_LEN, d))
@@ -160,7 +160,7 @@ class SpatialTransformer(nn.Module):
         self.ln1, self.ln2, self.ln3 = nn.LayerNorm(c), nn.LayerNorm(c), nn.LayerNorm(c)
         self.attn1 = Attention(c, heads)
         self.attn2 = Attention(c, heads, ctx_dim)
-        self.ff1, self.ff2 = nn.Linear(c, 2 * ff * c), nn.Linear(ff * c, c)  # GEGLU
+        self.ff1, self.ff2 = nn.Linear(c, 2 * ff * c), nn.Linear(ff * c, c)  # gated (SwiGLU)
         self.proj_out = nn.Conv2d(c, c, 1)
 
     def forward(self, x, ctx):
@@ -170,7 +170,7 @@ class SpatialTransformer(nn.Module):
         h = h + self.attn1(self.ln1(h))
         h = h + self.attn2(self.ln2(h), ctx)
         a, g = self.ff1(self.ln3(h)).chunk(2, dim=-1)
-        h = h + self.ff2(a * F.gelu(g))
+        h = h + self.ff2(a * F.silu(g))
         h = h.transpose(1, 2).reshape(-1, c, hh, ww)
         return x + self.proj_out(h)
 
@@ -178,7 +178,7 @@ class SpatialTransformer(nn.Module):
 class UNet(nn.Module):
     """sample [B,4,8,8], timestep [B] (float), encoder_hidden_states [B,77,D] -> eps."""
 
-    def __init__(self, ctx_dim=64, c0=64, c1=96, tdim=128, heads=4, ff0=4, ff1=2):
+    def __init__(self, ctx_dim=64, c0=64, c1=96, tdim=128, heads=2, ff0=4, ff1=2):
         super().__init__()
         self.tfreq = 64
         self.t1, self.t2 = nn.Linear(self.tfreq, tdim), nn.Linear(tdim, tdim)

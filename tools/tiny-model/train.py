@@ -143,15 +143,18 @@ def train_unet(tok, attrs, params, scale, args):
     for step in range(args.steps):
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, args.steps, args.lr, 200)
-        idx = torch.randint(0, n, (args.batch,), generator=gen)
-        x0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
+        # each (latent, caption) pair is used twice, at two noise levels: halves the text-encoder work
+        idx = torch.randint(0, n, (args.batch // 2,), generator=gen)
         ids = torch.tensor([tok(make_caption(attrs[i], rng)) for i in idx.tolist()], dtype=torch.int32)
+        idx = torch.cat([idx, idx])
+        x0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
         t = torch.randint(0, SCHED["num_train_timesteps"], (args.batch,), generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
         a = ac[t].view(-1, 1, 1, 1)
         x0, ids, t, eps, a = x0.to(dev), ids.to(dev), t.to(dev), eps.to(dev), a.to(dev)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        pred = unet(xt, t.float(), te(ids))
+        ctx = te(ids)
+        pred = unet(xt, t.float(), torch.cat([ctx, ctx]))
         st = snr.to(dev)[t]
         w = torch.clamp(st, max=args.min_snr) / st  # min-SNR-gamma weighting (eps-pred)
         loss = ((pred - eps).square().mean(dim=(1, 2, 3)) * w).mean()
@@ -201,7 +204,7 @@ def export_all(out, tok_vocab, tok_merges, enc, dec, te, unet, scale, args):
     dump("text_encoder/config.json", {
         "_class_name": "CLIPTextModel", "architectures": ["CLIPTextModel"], "model_type": "clip_text_model",
         "vocab_size": len(tok_vocab), "hidden_size": D, "intermediate_size": 2 * D,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 77,
+        "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 77,
         "hidden_act": "gelu", "bos_token_id": tok_vocab[ct.BOS], "eos_token_id": tok_vocab[ct.EOS],
         "pad_token_id": tok_vocab[ct.EOS], "torch_dtype": "float32",
     })
@@ -210,13 +213,14 @@ def export_all(out, tok_vocab, tok_merges, enc, dec, te, unet, scale, args):
         "sample_size": 8, "cross_attention_dim": D, "block_out_channels": [64, 96],
         "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
         "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-        "layers_per_block": 1, "attention_head_dim": 4, "norm_num_groups": 16,
+        "layers_per_block": 1, "attention_head_dim": 2, "norm_num_groups": 16,
         "flip_sin_to_cos": True, "freq_shift": 0, "act_fn": "silu",
     })
     vae_cfg = {
         "_class_name": "AutoencoderKL", "_diffusers_version": v, "in_channels": 3, "out_channels": 3,
         "latent_channels": 4, "sample_size": 64, "scaling_factor": round(float(scale), 6),
-        "block_out_channels": [32, 64, 96], "act_fn": "silu",
+        # 4 entries: the pipeline derives the 8x down-sampling factor as 2 ** (len - 1)
+        "block_out_channels": [16, 32, 64, 96], "act_fn": "silu",
     }
     dump("vae_decoder/config.json", vae_cfg)
     dump("vae_encoder/config.json", vae_cfg)
@@ -230,8 +234,8 @@ def export_all(out, tok_vocab, tok_merges, enc, dec, te, unet, scale, args):
     dump("model_index.json", {
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": v,
         "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["diffusers", "OnnxRuntimeModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "OnnxRuntimeModel"],
         "vae_decoder": ["diffusers", "OnnxRuntimeModel"], "vae_encoder": ["diffusers", "OnnxRuntimeModel"],
     })
 
@@ -243,11 +247,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--n-images", type=int, default=40000)
-    ap.add_argument("--vae-steps", type=int, default=900)
+    ap.add_argument("--vae-steps", type=int, default=1200)
     ap.add_argument("--vae-batch", type=int, default=48)
     ap.add_argument("--vae-lr", type=float, default=2e-3)
     ap.add_argument("--vae-kl", type=float, default=1e-4)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=3600)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ema", type=float, default=0.998)
@@ -256,6 +260,7 @@ def main():
     ap.add_argument("--reuse-vae", action="store_true", help="load VAE + latents from --work")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-onnx", action="store_true")
+    ap.add_argument("--export-only", action="store_true", help="re-export from the checkpoints in --work")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):  # experiments only: keep fp32 maths
@@ -268,6 +273,19 @@ def main():
     vocab, merges = ct.build(grammar_words())
     tok = ct.CLIPTokenizer(vocab, merges)
     log(f"tokenizer: {len(vocab)} tokens, {len(merges)} merges")
+    if args.export_only:
+        vae, diff = torch.load(os.path.join(args.work, "vae.pt")), torch.load(os.path.join(args.work, "diffusion.pt"))
+        enc, dec = VAEEncoder(), VAEDecoder()
+        enc.load_state_dict(vae["enc"])
+        dec.load_state_dict(vae["dec"])
+        te, unet = TextEncoder(diff["vocab_size"], d=diff["ctx_dim"]), UNet(ctx_dim=diff["ctx_dim"])
+        te.load_state_dict(diff["te"])
+        unet.load_state_dict(diff["unet"])
+        for m in (enc, dec, te, unet):
+            m.eval()
+        export_all(args.out, vocab, merges, enc, dec, te, unet, diff["scale"], args)
+        log(f"re-exported to {args.out}")
+        return
 
     attrs, imgs = g.make_dataset(args.n_images, args.seed)
     log(f"rendered {len(attrs)} scenes")

@@ -12,7 +12,8 @@ export function describedImage(description: string): RawImage {
   if (gradient) {
     const [, red, green, blue, width, height] = gradient;
     const channels = [red, green, blue].map(formula);
-    return render(Number(width), Number(height), 3, (x, y, c) => Math.round(channels[c](x, y) * 255));
+    // numpy float32 arithmetic, then np.round (half to even) of v·255
+    return render(Number(width), Number(height), 3, (x, y, c) => roundHalfEven(Math.fround(channels[c](x, y) * 255)));
   }
   const masked = /^(L mode|RGB) (\d+)x(\d+): (\w+)(?: \((\d+)\))? where (.+), else (\w+)$/.exec(description);
   if (masked) {
@@ -35,12 +36,92 @@ function render(width: number, height: number, channels: 1 | 3, value: (x: numbe
   return { data, width, height, channels };
 }
 
-/** `a<=y<b and …` and `^` powers → a JavaScript function of (x, y). Only digits, x, y and operators are allowed. */
+function roundHalfEven(value: number): number {
+  const floor = Math.floor(value);
+  const fraction = value - floor;
+  if (fraction !== 0.5) return Math.round(value);
+  return floor % 2 === 0 ? floor : floor + 1;
+}
+
+/**
+ * Parses a formula in x (column) and y (row): numbers, + − · /, `^` powers, parentheses, comparisons (chained as in
+ * Python: `8<=y<40`) and `and`. Arithmetic is rounded to float32 after every operation, as numpy does on float32
+ * arrays, so that pixel values that fall on .5 round as they did for the reference.
+ */
 function formula(text: string): (x: number, y: number) => number {
-  if (!/^[\d\sxy+\-*/().<=>^and]*$/.test(text)) throw new Error(`Unsupported formula in a picture description: ${text}`);
-  const source = text
-    .replace(/\^/g, '**')
-    .replace(/([\d.]+)\s*(<=?)\s*([xy])\s*(<=?)\s*([\d.]+)/g, '($1 $2 $3 && $3 $4 $5)')
-    .replace(/\band\b/g, '&&');
-  return new Function('x', 'y', `return Number(${source});`) as (x: number, y: number) => number;
+  const tokens = text.match(/\d+(?:\.\d+)?|[xy]|and|<=|>=|==|[-+*/^()<>]/g) ?? [];
+  if (tokens.join('') !== text.replace(/\s+/g, '')) throw new Error(`Unsupported formula in a picture description: ${text}`);
+  type Node = (x: number, y: number) => number;
+  let position = 0;
+  const peek = () => tokens[position];
+  const take = () => tokens[position++];
+  const f32 = Math.fround;
+  const arithmetic: Record<string, (a: number, b: number) => number> = {
+    '+': (a, b) => f32(a + b),
+    '-': (a, b) => f32(a - b),
+    '*': (a, b) => f32(a * b),
+    '/': (a, b) => f32(a / b),
+    '^': (a, b) => f32(a ** b),
+  };
+  const compare: Record<string, (a: number, b: number) => boolean> = {
+    '<': (a, b) => a < b, '<=': (a, b) => a <= b, '>': (a, b) => a > b, '>=': (a, b) => a >= b, '==': (a, b) => a === b,
+  };
+  const atom = (): Node => {
+    const token = take();
+    if (token === '(') {
+      const inner = conjunction();
+      if (take() !== ')') throw new Error(`Unbalanced parentheses in: ${text}`);
+      return inner;
+    }
+    if (token === '-') {
+      const operand = atom();
+      return (x, y) => -operand(x, y);
+    }
+    if (token === 'x') return (x) => x;
+    if (token === 'y') return (_x, y) => y;
+    if (token !== undefined && /^\d/.test(token)) {
+      const value = Number(token);
+      return () => value;
+    }
+    throw new Error(`Unexpected "${token ?? 'end'}" in: ${text}`);
+  };
+  const binary = (next: () => Node, operators: string[]) => (): Node => {
+    let left = next();
+    while (operators.includes(peek())) {
+      const apply = arithmetic[take()];
+      const [l, r] = [left, next()];
+      left = (x, y) => apply(l(x, y), r(x, y));
+    }
+    return left;
+  };
+  const power: () => Node = () => {
+    const base = atom();
+    if (peek() !== '^') return base;
+    take();
+    const exponent = power();
+    return (x, y) => arithmetic['^'](base(x, y), exponent(x, y));
+  };
+  const product = binary(power, ['*', '/']);
+  const sum = binary(product, ['+', '-']);
+  const comparison = (): Node => {
+    const operands = [sum()];
+    const operators: string[] = [];
+    while (peek() in compare) {
+      operators.push(take());
+      operands.push(sum());
+    }
+    if (operators.length === 0) return operands[0];
+    return (x, y) => Number(operators.every((op, i) => compare[op](operands[i](x, y), operands[i + 1](x, y))));
+  };
+  const conjunction = (): Node => {
+    const parts = [comparison()];
+    while (peek() === 'and') {
+      take();
+      parts.push(comparison());
+    }
+    return parts.length === 1 ? parts[0] : (x, y) => Number(parts.every((part) => part(x, y)));
+  };
+  const root = conjunction();
+  if (position !== tokens.length) throw new Error(`Unexpected "${peek()}" in: ${text}`);
+  return root;
 }

@@ -74,7 +74,8 @@ export interface RunRef {
   model: string;
   pipeline: string;
   scheduler: string;
-  scheduler_config: Record<string, unknown>;
+  /** Absent where diffusers crashed (`diffusers_error`). */
+  scheduler_config?: Record<string, unknown>;
   seed: Seed;
   kwargs: Record<string, unknown>;
   callback: string | null;

@@ -88,7 +88,8 @@ export async function runPipelineCase(caseSpec: RunRef, modelsDir: string): Prom
   const PipelineClass = pipelineClass(caseSpec);
   if (!PipelineClass) return 'unsupported';
   const pipeline = await PipelineClass.fromPretrained(join(modelsDir, caseSpec.model));
-  pipeline.scheduler = buildScheduler(caseSpec.scheduler, caseSpec.scheduler_config);
+  // Entries where diffusers crashed carry no scheduler config: the model folder's own then, as diffusers would load it.
+  pipeline.scheduler = buildScheduler(caseSpec.scheduler, caseSpec.scheduler_config ?? (pipeline.scheduler as { config: Record<string, unknown> }).config);
 
   const options: GenerateOptions = Object.fromEntries(Object.entries(caseSpec.kwargs).map(([key, value]) => [camelCase(key), value]));
   if (caseSpec.init_image) options.image = describedImage(caseSpec.init_image);

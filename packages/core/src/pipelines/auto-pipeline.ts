@@ -9,6 +9,7 @@ import { ModelLoadError, UnsupportedError } from '../errors.js';
 import { readConfigFile, type PipelineLoadOptions } from './loading.js';
 import { StableDiffusionImg2ImgPipeline } from './stable-diffusion-img2img.js';
 import { StableDiffusionInpaintPipeline } from './stable-diffusion-inpaint.js';
+import { StableDiffusionControlNetPipeline } from './stable-diffusion-controlnet.js';
 import { StableDiffusionXLImg2ImgPipeline } from './stable-diffusion-xl-img2img.js';
 import type { StableDiffusionXLLoadOptions } from './stable-diffusion-xl-steps.js';
 import { StableDiffusionXLPipeline } from './stable-diffusion-xl.js';
@@ -16,7 +17,7 @@ import { StableDiffusionPipeline } from './stable-diffusion.js';
 
 /** The pipeline types each task may return. */
 interface TaskPipelines {
-  text2image: StableDiffusionPipeline | StableDiffusionXLPipeline;
+  text2image: StableDiffusionPipeline | StableDiffusionXLPipeline | StableDiffusionControlNetPipeline;
   image2image: StableDiffusionImg2ImgPipeline | StableDiffusionXLImg2ImgPipeline;
   inpainting: StableDiffusionInpaintPipeline;
 }
@@ -30,6 +31,7 @@ interface PipelineLoader<Pipeline> {
 const PIPELINES_BY_FAMILY: Readonly<Record<string, { readonly [T in Task]?: PipelineLoader<TaskPipelines[T]> }>> = {
   StableDiffusion: { text2image: StableDiffusionPipeline, image2image: StableDiffusionImg2ImgPipeline, inpainting: StableDiffusionInpaintPipeline },
   StableDiffusionXL: { text2image: StableDiffusionXLPipeline, image2image: StableDiffusionXLImg2ImgPipeline },
+  StableDiffusionControlNet: { text2image: StableDiffusionControlNetPipeline },
 };
 
 const TASK_NAMES: Readonly<Record<Task, { auto: string; infix: string }>> = {
@@ -78,7 +80,8 @@ async function refuseInpaintingModel(dir: string): Promise<void> {
 export class AutoPipelineForText2Image {
   /**
    * The text-to-image pipeline of the folder's model family (any of its `_class_name`s): `StableDiffusionPipeline`
-   * or `StableDiffusionXLPipeline` (whose load options it takes too). Inpainting models are refused.
+   * or `StableDiffusionXLPipeline` (whose load options it takes too), or `StableDiffusionControlNetPipeline`.
+   * Inpainting models are refused.
    */
   static async fromPretrained(dir: string, options: StableDiffusionXLLoadOptions = {}): Promise<TaskPipelines['text2image']> {
     await refuseInpaintingModel(dir);

@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { CallbackKwargs, CallbackPipeline, StableDiffusionInpaintTensorName } from '../contract.js';
+import type { CallbackKwargs, CallbackPipeline } from '../contract.js';
 import { Generator } from '../random/generator.js';
 import { schedulerFromConfig } from '../schedulers/index.js';
 import type { Tensor } from '../tensor.js';
@@ -127,7 +127,7 @@ const recordLatents = (steps: Float32Array[]) => (_pipeline: unknown, _step: num
     const pipe = await StableDiffusionInpaintPipeline.fromPretrained(join(conformance, ref.model));
     const rowsPerStep: Record<string, number>[] = [];
     // What SDCFGCutoffCallback does: at int(numTimesteps · ratio), guidance off and every doubled tensor halved.
-    const cfgCutoff = (pipeline: CallbackPipeline<StableDiffusionInpaintTensorName>, step: number, _t: number, kwargs: CallbackKwargs<StableDiffusionInpaintTensorName>) => {
+    const cfgCutoff = (pipeline: CallbackPipeline, step: number, _t: number, kwargs: CallbackKwargs<'latents' | 'promptEmbeds' | 'mask' | 'maskedImageLatents'>) => {
       let result = kwargs;
       if (step === Math.floor(pipeline.numTimesteps * ref.callback_args!.cutoff_step_ratio)) {
         pipeline.guidanceScale = 0;

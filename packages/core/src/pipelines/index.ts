@@ -21,3 +21,10 @@ export {
   type StableDiffusionXLComponents,
   type StableDiffusionXLLoadOptions,
 } from './stable-diffusion-xl-steps.js';
+export {
+  StableDiffusionControlNetPipeline,
+  type ControlNet,
+  type StableDiffusionControlNetComponents,
+  type StableDiffusionControlNetLoadOptions,
+  type StableDiffusionControlNetOptions,
+} from './stable-diffusion-controlnet.js';

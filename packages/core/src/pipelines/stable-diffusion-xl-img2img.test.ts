@@ -8,6 +8,7 @@ import { Generator } from '../random/generator.js';
 import type { ModelFeeds } from '../runtime/feeds.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import { Tensor } from '../tensor.js';
+import { AutoPipelineForImage2Image, AutoPipelineForInpainting } from './auto-pipeline.js';
 import { prepareImageToImageLatents, preprocessImage, strengthTimesteps } from './image-latents.js';
 import type { RawImage } from './images.js';
 import { StableDiffusionXLImg2ImgPipeline, type StableDiffusionXLImg2ImgOptions } from './stable-diffusion-xl-img2img.js';
@@ -122,7 +123,7 @@ describe('StableDiffusionXLImg2ImgPipeline', () => {
 
   it('explains a time-id count the UNet was not trained with', async () => {
     const mismatched = StableDiffusionXLImg2ImgPipeline.fromPipe(textToImage, { requiresAestheticsScore: true });
-    await expect(generate(mismatched)).rejects.toThrow(/5 time ids .* The UNet expects 6 time ids: set requires_aesthetics_score to match it/);
+    await expect(generate(mismatched)).rejects.toThrow(/but 5 time ids .* The UNet takes 6 time ids \(original size, crop corner, target size\): turn requiresAestheticsScore off/);
   });
 });
 
@@ -136,6 +137,15 @@ describe('StableDiffusionXLImg2ImgPipeline.fromPretrained', () => {
       await loaded.dispose();
     }
     expect(() => new StableDiffusionXLImg2ImgPipeline({ ...textToImage.components, vaeEncoder: undefined })).toThrow(ModelLoadError);
+  });
+});
+
+describe('AutoPipelineForImage2Image with SDXL', () => {
+  it('loads StableDiffusionXLImg2ImgPipeline for an SDXL folder; SDXL inpainting is not supported', async () => {
+    const auto = await AutoPipelineForImage2Image.fromPretrained(dir);
+    expect(auto).toBeInstanceOf(StableDiffusionXLImg2ImgPipeline);
+    await auto.dispose();
+    await expect(AutoPipelineForInpainting.fromPretrained(dir)).rejects.toThrow(/AutoPipelineForInpainting cannot load ORTStableDiffusionXLPipeline/);
   });
 });
 

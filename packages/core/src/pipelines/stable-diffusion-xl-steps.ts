@@ -190,10 +190,13 @@ export function timeIdsTensor(
   const ids = rows[0].length;
   const { addition_time_embed_dim: perId, projection_class_embeddings_input_dim: expected } = unetConfig;
   if (typeof perId === 'number' && typeof expected === 'number' && perId * ids + pooledWidth !== expected) {
+    const trainedIds = (expected - pooledWidth) / perId;
     const aestheticHint =
-      Math.abs(expected - (perId * ids + pooledWidth)) === perId
-        ? ` The UNet expects ${(expected - pooledWidth) / perId} time ids: set requires_aesthetics_score to match it (true for refiners: 5 ids).`
-        : '';
+      trainedIds === 5
+        ? ' The UNet takes 5 time ids (original size, crop corner, aesthetic score): use image-to-image with requiresAestheticsScore.'
+        : trainedIds === 6 && ids === 5
+          ? ' The UNet takes 6 time ids (original size, crop corner, target size): turn requiresAestheticsScore off.'
+          : '';
     throw new InvalidArgumentError(
       `The UNet expects an added embedding of width ${expected} (projection_class_embeddings_input_dim), but ${ids} time ids ` +
         `× ${perId} + pooled width ${pooledWidth} give ${perId * ids + pooledWidth}.${aestheticHint}`,

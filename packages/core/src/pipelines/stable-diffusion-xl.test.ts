@@ -10,7 +10,9 @@ import { InvalidArgumentError, UnsupportedError } from '../errors.js';
 import { Generator } from '../random/generator.js';
 import { schedulerFromConfig } from '../schedulers/index.js';
 import { Tensor } from '../tensor.js';
+import { AutoPipelineForText2Image } from './auto-pipeline.js';
 import { StableDiffusionXLPipeline, type StableDiffusionXLOptions } from './stable-diffusion-xl.js';
+import { StableDiffusionPipeline } from './stable-diffusion.js';
 import { encodePromptXL, predictNoiseXL, type PromptXLSettings } from './stable-diffusion-xl-steps.js';
 import { runTextEncoder } from './steps.js';
 
@@ -272,6 +274,27 @@ describe('StableDiffusionXLPipeline.fromPretrained', () => {
       await expect(StableDiffusionXLPipeline.fromPretrained(refiner)).rejects.toThrow(/only the SDXL base layout/);
     } finally {
       await rm(refiner, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('AutoPipelineForText2Image', () => {
+  it('loads the text-to-image pipeline of the folder’s family, and refuses inpainting models', async () => {
+    const xl = await AutoPipelineForText2Image.fromPretrained(dir, { forceZerosForEmptyPrompt: false });
+    expect(xl).toBeInstanceOf(StableDiffusionXLPipeline);
+    expect((xl as StableDiffusionXLPipeline).components.forceZerosForEmptyPrompt).toBe(false);
+    await xl.dispose();
+
+    const others = await mkdtemp(join(tmpdir(), 'diff-auto-t2i-'));
+    try {
+      await writeToyPipeline(join(others, 'sd'), 'sd');
+      await writeToyPipeline(join(others, 'inpaint'), 'sd-inpaint');
+      const sd = await AutoPipelineForText2Image.fromPretrained(join(others, 'sd'));
+      expect(sd).toBeInstanceOf(StableDiffusionPipeline);
+      await sd.dispose();
+      await expect(AutoPipelineForText2Image.fromPretrained(join(others, 'inpaint'))).rejects.toThrow(/inpainting model .* AutoPipelineForInpainting/);
+    } finally {
+      await rm(others, { recursive: true, force: true });
     }
   });
 });

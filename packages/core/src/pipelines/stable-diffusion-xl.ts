@@ -37,8 +37,15 @@ export interface StableDiffusionXLBaseOptions<Requested extends StableDiffusionX
   cropsCoordsTopLeft?: CropCoordsTuple;
   /** Default: the output size. */
   targetSize?: ImageSizeTuple;
+  /**
+   * Micro-conditioning of the negative batch (diffusers issue 4208). Text-to-image uses the three only when both
+   * sizes are given (else the negative rows repeat the positive ones); image-to-image defaults each size to its
+   * positive counterpart.
+   */
   negativeOriginalSize?: ImageSizeTuple;
+  /** Default (0, 0). */
   negativeCropsCoordsTopLeft?: CropCoordsTuple;
+  /** See `negativeOriginalSize`. */
   negativeTargetSize?: ImageSizeTuple;
 }
 

@@ -259,6 +259,8 @@ export class SessionPool {
     const { intraOpNumThreads, interOpNumThreads, graphOptimizationLevel } = this.options;
     return {
       executionProviders: providers,
+      // ORT's warnings (e.g. memcpy nodes added for CUDA) are advice for model authors, not for users: errors only.
+      logSeverityLevel: 3,
       ...(intraOpNumThreads !== undefined && { intraOpNumThreads }),
       ...(interOpNumThreads !== undefined && { interOpNumThreads }),
       ...(graphOptimizationLevel !== undefined && { graphOptimizationLevel }),

@@ -1,0 +1,368 @@
+import { existsSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { GenerationContext } from '../callbacks/context.js';
+import { resolveStepEndCallbacks } from '../callbacks/step-end.js';
+import type { StableDiffusionControlNetTensorName } from '../contract.js';
+import { InvalidArgumentError, ModelLoadError } from '../errors.js';
+import type { OnnxModel, SessionPool } from '../runtime/onnx-model.js';
+import type { Scheduler } from '../schedulers/scheduler.js';
+import { Tensor } from '../tensor.js';
+import { denoise } from './denoise.js';
+import { defaultImageSize } from './image-latents.js';
+import { readImage, type ImageInput } from './images.js';
+import { componentModel, loadCommonComponents, readConfigFile, type CommonComponents, type PipelineLoadOptions } from './loading.js';
+import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
+import {
+  checkBatch,
+  encodeGuidedPrompt,
+  finishOutput,
+  prepareLatents,
+  repeatRows,
+  scaleTensor,
+  timestepFeed,
+  type OutputType,
+  type PipelineOutput,
+} from './steps.js';
+import { checkGenerationOptions } from './validation.js';
+
+export interface StableDiffusionControlNetLoadOptions extends PipelineLoadOptions {
+  /**
+   * The ControlNet folders (each with `model.onnx`, and optionally diffusers' `config.json`), absolute or relative
+   * to the pipeline folder, in the order the control images are given. Default: `controlnet`, then `controlnet_1`,
+   * `controlnet_2`, … while they exist — the layout diffusers' `MultiControlNetModel.save_pretrained` writes.
+   */
+  controlnets?: readonly string[];
+}
+
+export interface StableDiffusionControlNetOptions<
+  Requested extends StableDiffusionControlNetTensorName = 'latents',
+  Output extends OutputType = 'image',
+> extends StableDiffusionBaseOptions<StableDiffusionControlNetTensorName, Requested, Output> {
+  /**
+   * The control picture, or one per ControlNet (an array, in the ControlNets' order; required with several). Read
+   * as diffusers reads a PIL image: converted to RGB (grey pictures, files or 1-channel raw pixels, are repeated on
+   * the three channels; alpha is dropped), resized to `width`×`height`, values in [0, 1]. One picture serves every
+   * image of the batch.
+   */
+  image: ImageInput | readonly ImageInput[];
+  /** Multiplies each ControlNet's residuals: one value for all, or one per ControlNet. Default 1. */
+  controlnetConditioningScale?: number | readonly number[];
+  /**
+   * Let the ControlNets recognise the picture without the prompt: they see only the conditional half of the guided
+   * batch, their residuals are weighted from 0.1 (first down block) to 1 (mid block), and the unconditional half
+   * gets none. Forced on when the (first) ControlNet's config sets `global_pool_conditions`, as in diffusers.
+   * Default false.
+   */
+  guessMode?: boolean;
+  /**
+   * The fraction of the steps after which each ControlNet starts (default 0) and stops (default 1) acting; one value
+   * for all or one per ControlNet, with 0 ≤ start < end ≤ 1.
+   */
+  controlGuidanceStart?: number | readonly number[];
+  controlGuidanceEnd?: number | readonly number[];
+  /** Default: the first control picture's size, each side rounded down to a multiple of the VAE factor. */
+  height?: number;
+  width?: number;
+  /** Start from these (unscaled) latents instead of fresh noise. */
+  latents?: Tensor<'float32'>;
+}
+
+/** A loaded ControlNet export. */
+export interface ControlNet {
+  readonly model: OnnxModel;
+  /** Its config's `global_pool_conditions`: the export averages its residuals itself and forces guess mode. */
+  readonly globalPoolConditions: boolean;
+}
+
+export type StableDiffusionControlNetComponents = CommonComponents & { readonly controlnets: readonly ControlNet[] };
+
+/**
+ * The ONNX names that connect a ControlNet to the UNet (Hugging Face optimum's): the ControlNet outputs
+ * `down_block_res_sample_<k>` and `mid_block_res_sample`, the UNet takes them as `down_block_additional_residual_<k>`
+ * and `mid_block_additional_residual`. Down blocks first, the mid block last, as diffusers lists them.
+ */
+interface ResidualNames {
+  readonly outputs: readonly string[];
+  readonly inputs: readonly string[];
+}
+
+const DOWN_RESIDUAL_OUTPUT = /^down_block_res_sample_\d+$/;
+const DOWN_RESIDUAL_INPUT = /^down_block_additional_residual_\d+$/;
+const MID_RESIDUAL_OUTPUT = 'mid_block_res_sample';
+const MID_RESIDUAL_INPUT = 'mid_block_additional_residual';
+
+/**
+ * Text-to-image guided by one or several ControlNets, with Stable Diffusion 1.x / 2.x ONNX exports (diffusers'
+ * `StableDiffusionControlNetPipeline`; several ControlNets act as its `MultiControlNetModel`: their residuals are
+ * summed). The UNet must be exported with the ControlNet residual inputs.
+ *
+ * Callbacks may read and replace `image`: the prepared control pictures, `[rows, 3·ControlNets, height, width]` —
+ * the ControlNets' pictures side by side on the channel axis (ControlNet k reads channels 3k…3k+2), so that the
+ * batch axis means what it means for the prompt embeddings: `[negative; positive]` (2 rows per image) while
+ * classifier-free guidance is on outside guess mode, one row per image otherwise. A callback that turns guidance
+ * off must keep the conditional half of it, as of `promptEmbeds` (`SDCFGCutoffCallback` does).
+ */
+export class StableDiffusionControlNetPipeline {
+  static readonly callbackTensorInputs: readonly StableDiffusionControlNetTensorName[] = [
+    'latents', 'promptEmbeds', 'negativePromptEmbeds', 'image',
+  ];
+  readonly callbackTensorInputs = StableDiffusionControlNetPipeline.callbackTensorInputs;
+  /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
+  scheduler: Scheduler;
+  #residualNames?: Promise<ResidualNames>;
+
+  constructor(readonly components: StableDiffusionControlNetComponents) {
+    if (components.controlnets.length === 0) throw new InvalidArgumentError('StableDiffusionControlNetPipeline needs at least one ControlNet.');
+    this.scheduler = components.scheduler;
+  }
+
+  static async fromPretrained(dir: string, options: StableDiffusionControlNetLoadOptions = {}): Promise<StableDiffusionControlNetPipeline> {
+    const { controlnets: folders, ...loadOptions } = options;
+    if (folders?.length === 0) throw new InvalidArgumentError('controlnets lists no folder; omit it to load controlnet, controlnet_1, … from the pipeline folder.');
+    const common = await loadCommonComponents(dir, loadOptions);
+    const controlnets = await loadControlNets(folders?.map((folder) => resolve(dir, folder)) ?? defaultControlNetFolders(dir), common.pool);
+    return new StableDiffusionControlNetPipeline({ ...common, controlnets });
+  }
+
+  /**
+   * The residual names, read from the models (once): the UNet's residual inputs, and outputs every ControlNet has
+   * in the same number. A `ModelLoadError` names both counts when a ControlNet does not fit the UNet.
+   */
+  residualNames(): Promise<ResidualNames> {
+    this.#residualNames ??= matchResiduals(this.components);
+    return this.#residualNames;
+  }
+
+  async generate<const Requested extends StableDiffusionControlNetTensorName = 'latents', Output extends OutputType = 'image'>(
+    options: StableDiffusionControlNetOptions<Requested, Output>,
+  ): Promise<PipelineOutput<Output>> {
+    const { unet, vaeScaleFactor, controlnets } = this.components;
+    const { numInferenceSteps = 50, guidanceScale = 7.5, guidanceRescale = 0, numImagesPerPrompt = 1, generator, signal } = options;
+    const control = controlSettings(options, controlnets);
+    const { height, width } = await outputSize(options, control.images[0], vaeScaleFactor);
+    checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
+    const callbacks = resolveStepEndCallbacks(options.callbackOnStepEnd, {
+      tensorInputs: options.callbackOnStepEndTensorInputs,
+      allowed: this.callbackTensorInputs,
+      pipelineName: 'StableDiffusionControlNetPipeline',
+    });
+    const residualNames = await this.residualNames();
+    const scheduler = this.scheduler.clone();
+    const doClassifierFreeGuidance = guidanceScale > 1;
+    const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, doClassifierFreeGuidance);
+
+    // diffusers' prepare_image: the picture per image of the batch, doubled for guidance unless in guess mode.
+    const pictures = await Promise.all(control.images.map((input) => readImage(input, 'rgb', { width, height })));
+    const perImage = repeatRows(Tensor.cat(pictures, 1), batchSize);
+    const image = doClassifierFreeGuidance && !control.guessMode ? Tensor.cat([perImage, perImage]) : perImage;
+    scheduler.setTimesteps(numInferenceSteps);
+    const timesteps = scheduler.timesteps;
+    const latentShape = [batchSize, 4, height / vaeScaleFactor, width / vaeScaleFactor];
+    const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
+    const pipeline = new GenerationContext('StableDiffusionControlNetPipeline', this.callbackTensorInputs, {
+      guidanceScale, timesteps, batchSize, signal,
+    });
+
+    const finalLatents = await denoise<StableDiffusionControlNetTensorName>({
+      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
+      tensors: { latents, promptEmbeds, negativePromptEmbeds, image },
+      predictNoise: async (latentModelInput, timestep, stepIndex, tensors) => {
+        const cfg = pipeline.doClassifierFreeGuidance;
+        const embeddings = tensors.promptEmbeds as Tensor<'float32'>;
+        checkBatch('promptEmbeds', embeddings, latentModelInput.shape[0], cfg);
+        // Guess mode under guidance: the ControlNets see the conditional half only; the other half gets no residuals.
+        const conditionalOnly = control.guessMode && cfg;
+        const controlRows = conditionalOnly ? batchSize : latentModelInput.shape[0];
+        const controlImage = tensors.image as Tensor<'float32'>;
+        checkControlImage(controlImage, controlRows, controlnets.length, cfg, control.guessMode);
+        const residuals = await runControlNets(controlnets, residualNames.outputs, {
+          sample: conditionalOnly ? latentModelInput.narrow(0, batchSize, batchSize) : latentModelInput,
+          timestep,
+          encoderHiddenStates: conditionalOnly ? embeddings.narrow(0, batchSize, batchSize) : embeddings,
+          image: controlImage,
+          scales: control.scalesAt(stepIndex, timesteps.length),
+          guessMode: control.guessMode,
+        });
+        const residualFeeds = residualNames.inputs.map((name, k) => {
+          const residual = conditionalOnly ? Tensor.cat([Tensor.zeros(residuals[k].shape), residuals[k]]) : residuals[k];
+          return [name, residual] as const;
+        });
+        const { out_sample } = await unet.run({
+          sample: latentModelInput,
+          timestep: timestepFeed(timestep, latentModelInput.shape[0]),
+          encoder_hidden_states: embeddings,
+          ...Object.fromEntries(residualFeeds),
+        });
+        return out_sample;
+      },
+    });
+    return finishOutput(options.outputType ?? ('image' as Output), finalLatents, this.components);
+  }
+
+  /** Frees every ONNX Runtime session of this pipeline. */
+  async dispose(): Promise<void> {
+    await this.components.pool.dispose();
+  }
+}
+
+/** `controlnet`, then `controlnet_1`, `controlnet_2`, … while they exist (a missing `controlnet` is reported on load). */
+function defaultControlNetFolders(dir: string): string[] {
+  const folders = [join(dir, 'controlnet')];
+  for (let index = 1; existsSync(join(dir, `controlnet_${index}`)); index++) folders.push(join(dir, `controlnet_${index}`));
+  return folders;
+}
+
+async function loadControlNets(folders: readonly string[], pool: SessionPool): Promise<ControlNet[]> {
+  return Promise.all(
+    folders.map(async (folder) => {
+      const model = componentModel(dirname(folder), basename(folder), pool);
+      const configPath = join(folder, 'config.json');
+      const config = existsSync(configPath) ? await readConfigFile(configPath, 'the ControlNet config') : {};
+      return { model, globalPoolConditions: config.global_pool_conditions === true };
+    }),
+  );
+}
+
+function downResidualCount(names: readonly string[], pattern: RegExp): number {
+  return names.filter((name) => pattern.test(name)).length;
+}
+
+async function matchResiduals({ unet, controlnets }: StableDiffusionControlNetComponents): Promise<ResidualNames> {
+  const unetInputs = (await unet.inputs()).map((spec) => spec.name);
+  const downCount = downResidualCount(unetInputs, DOWN_RESIDUAL_INPUT);
+  if (downCount === 0 || !unetInputs.includes(MID_RESIDUAL_INPUT)) {
+    throw new ModelLoadError(
+      unet.path,
+      `takes no ControlNet residuals (it needs down_block_additional_residual_0… and ${MID_RESIDUAL_INPUT} inputs; it has ` +
+        `${unetInputs.join(', ')}). Use a UNet exported for ControlNet.`,
+    );
+  }
+  for (const { model } of controlnets) {
+    const outputs = await model.outputNames();
+    const count = downResidualCount(outputs, DOWN_RESIDUAL_OUTPUT);
+    if (count !== downCount || !outputs.includes(MID_RESIDUAL_OUTPUT)) {
+      throw new ModelLoadError(
+        model.path,
+        `gives ${count} down-block residuals${outputs.includes(MID_RESIDUAL_OUTPUT) ? '' : ' and no mid-block one'}, but the UNet ` +
+          `(${unet.path}) takes ${downCount} and a mid-block one: this ControlNet was made for another UNet.`,
+      );
+    }
+  }
+  const indices = Array.from({ length: downCount }, (_, k) => k);
+  return {
+    outputs: [...indices.map((k) => `down_block_res_sample_${k}`), MID_RESIDUAL_OUTPUT],
+    inputs: [...indices.map((k) => `down_block_additional_residual_${k}`), MID_RESIDUAL_INPUT],
+  };
+}
+
+/** diffusers' default size: the one given, else the first control picture's, each side rounded down to the VAE factor. */
+async function outputSize(given: { height?: number; width?: number }, picture: ImageInput, vaeScaleFactor: number) {
+  if (given.height !== undefined && given.width !== undefined) return { height: given.height, width: given.width };
+  const own = await defaultImageSize(picture, vaeScaleFactor);
+  return { height: given.height ?? own.height, width: given.width ?? own.width };
+}
+
+/** A per-ControlNet option: an array with one entry per ControlNet, or one value for all of them. */
+function perControlNet<T>(name: string, value: T | readonly T[], count: number, fix = 'give one per ControlNet or a single value'): T[] {
+  const values: T[] = Array.isArray(value) ? [...(value as readonly T[])] : new Array<T>(count).fill(value as T);
+  if (values.length !== count) {
+    throw new InvalidArgumentError(`${name} has ${values.length} entries but the pipeline has ${count} ControlNet${count === 1 ? '' : 's'}; ${fix}.`);
+  }
+  return values;
+}
+
+/** The ControlNet options, checked (diffusers' `check_inputs`) and aligned one per ControlNet. */
+function controlSettings(
+  options: Pick<StableDiffusionControlNetOptions, 'image' | 'controlnetConditioningScale' | 'guessMode' | 'controlGuidanceStart' | 'controlGuidanceEnd'>,
+  controlnets: readonly ControlNet[],
+) {
+  const count = controlnets.length;
+  if (options.image === undefined) throw new InvalidArgumentError('image is required: the control picture, or one per ControlNet.');
+  const images = perControlNet<ImageInput>('image', Array.isArray(options.image) ? options.image : [options.image as ImageInput], count, 'give one control image per ControlNet');
+  const conditioningScales = perControlNet('controlnetConditioningScale', options.controlnetConditioningScale ?? 1, count);
+  const starts = perControlNet('controlGuidanceStart', options.controlGuidanceStart ?? 0, count);
+  const ends = perControlNet('controlGuidanceEnd', options.controlGuidanceEnd ?? 1, count);
+  for (let index = 0; index < count; index++) {
+    const which = count > 1 ? ` (ControlNet ${index})` : '';
+    if (!Number.isFinite(conditioningScales[index])) throw new InvalidArgumentError(`controlnetConditioningScale must be a finite number, got ${conditioningScales[index]}${which}.`);
+    const [start, end] = [starts[index], ends[index]];
+    if (!(start >= 0 && end <= 1 && start < end)) {
+      throw new InvalidArgumentError(`controlGuidanceStart and controlGuidanceEnd need 0 ≤ start < end ≤ 1, got start ${start} and end ${end}${which}.`);
+    }
+  }
+  return {
+    images,
+    guessMode: options.guessMode === true || controlnets[0].globalPoolConditions,
+    /**
+     * Each ControlNet's conditioning scale at a step: 0 outside its [start, end] fraction of the schedule
+     * (diffusers' `controlnet_keep`).
+     */
+    scalesAt(stepIndex: number, stepCount: number): number[] {
+      return conditioningScales.map((scale, index) => {
+        const kept = !(stepIndex / stepCount < starts[index] || (stepIndex + 1) / stepCount > ends[index]);
+        return kept ? scale : 0;
+      });
+    },
+  };
+}
+
+/** The control image must fit the ControlNets' batch and hold 3 channels per ControlNet; says how to fix a callback. */
+function checkControlImage(image: Tensor<'float32'>, rows: number, controlnetCount: number, cfg: boolean, guessMode: boolean): void {
+  if (image.shape.length !== 4 || image.shape[1] !== 3 * controlnetCount) {
+    throw new InvalidArgumentError(`image must be [rows, ${3 * controlnetCount}, height, width] (3 channels per ControlNet), got [${image.shape.join(', ')}].`);
+  }
+  if (!guessMode) return checkBatch('image', image, rows, cfg);
+  if (image.shape[0] !== rows) {
+    throw new InvalidArgumentError(`image has ${image.shape[0]} rows but the ControlNets need ${rows}: in guess mode the control image has one row per image, never CFG-doubled.`);
+  }
+}
+
+/**
+ * diffusers' `ControlNetModel` scaling, done outside the export (which is fed `conditioning_scale = 1`): every residual
+ * times the conditioning scale, and in guess mode times `logspace(-1, 0, n + 1)` too — 0.1 for the first of the n
+ * down-block residuals up to 1 for the mid-block one.
+ */
+function residualFactors(residualCount: number, scale: number, weighByDepth: boolean): number[] {
+  if (!weighByDepth) return new Array<number>(residualCount).fill(scale);
+  const downCount = residualCount - 1;
+  // torch computes these in float32: the logspace entries, then their product with the scale.
+  return Array.from({ length: residualCount }, (_, k) => Math.fround(Math.fround(10 ** (-1 + k / downCount)) * Math.fround(scale)));
+}
+
+function addTensors(a: Tensor<'float32'>, b: Tensor<'float32'>): Tensor<'float32'> {
+  return new Tensor(a.data.map((value, i) => value + b.data[i]), a.shape);
+}
+
+/**
+ * Runs each ControlNet on its channels of the control image and returns the residuals (in `outputNames` order),
+ * scaled and summed over the ControlNets, as diffusers' `MultiControlNetModel`.
+ */
+async function runControlNets(
+  controlnets: readonly ControlNet[],
+  outputNames: readonly string[],
+  step: {
+    sample: Tensor<'float32'>;
+    timestep: number;
+    encoderHiddenStates: Tensor<'float32'>;
+    image: Tensor<'float32'>;
+    scales: readonly number[];
+    guessMode: boolean;
+  },
+): Promise<Tensor<'float32'>[]> {
+  const residualsPerControlNet: Tensor<'float32'>[][] = [];
+  for (const [index, controlnet] of controlnets.entries()) {
+    const outputs = await controlnet.model.run(
+      {
+        sample: step.sample,
+        timestep: timestepFeed(step.timestep, step.sample.shape[0]),
+        encoder_hidden_states: step.encoderHiddenStates,
+        controlnet_cond: controlnets.length === 1 ? step.image : step.image.narrow(1, 3 * index, 3),
+        conditioning_scale: 1,
+      },
+      outputNames,
+    );
+    const factors = residualFactors(outputNames.length, step.scales[index], step.guessMode && !controlnet.globalPoolConditions);
+    residualsPerControlNet.push(outputNames.map((name, k) => scaleTensor(outputs[name], factors[k])));
+  }
+  return residualsPerControlNet.reduce((sums, residuals) => sums.map((sum, k) => addTensors(sum, residuals[k])));
+}

@@ -5,6 +5,7 @@
 import json
 import os
 import random
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,9 +65,12 @@ def main():
         },
         "cases": cs,
     }
+    text = json.dumps({k: v for k, v in doc.items() if k != "cases"}, indent=2, ensure_ascii=False)
+    text = re.sub(r"\[\s*([-\d.,\s]+?)\s*\]", lambda m: "[" + re.sub(r"\s*,\s*", ", ", m.group(1)) + "]", text)
+    text = text[:-2] + ',\n  "cases": [\n' + ",\n".join("    " + json.dumps(c, ensure_ascii=False) for c in cs) + "\n  ]\n}\n"
+    json.loads(text)
     with open(os.path.join(HERE, "eval_cases.json"), "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1, ensure_ascii=False)
-        f.write("\n")
+        f.write(text)
     print(f"wrote {len(cs)} cases")
 
 

@@ -16,7 +16,7 @@ function runNode(args) {
 }
 
 const jest = join(packageDir, '../../node_modules/jest/bin/jest.js');
-const unitStatus = runNode(['--experimental-vm-modules', jest, ...process.argv.slice(2)]);
+const unitStatus = runNode(['--experimental-vm-modules', '--no-warnings=ExperimentalWarning', jest, ...process.argv.slice(2)]);
 if (unitStatus !== 0) {
   process.exitCode = unitStatus;
 } else if (!existsSync(refsPath)) {

@@ -1,7 +1,6 @@
 import type { CallbackPipeline, CallbackTensorName } from '../contract.js';
 import type { RgbImage } from '../pipelines/images.js';
 import type { Tensor } from '../tensor.js';
-import { UnsupportedError } from '../errors.js';
 
 /**
  * The per-generation state a callback sees as `pipeline`. Each `generate` call makes its own, so concurrent
@@ -22,16 +21,14 @@ export class GenerationContext implements CallbackPipeline {
       timesteps: ArrayLike<number>;
       batchSize: number;
       signal?: AbortSignal;
-      decodeLatents?: (latents: Tensor<'float32'>) => Promise<RgbImage[]>;
+      decodeLatents: (latents: Tensor<'float32'>) => Promise<RgbImage[]>;
     },
   ) {
     this.guidanceScale = settings.guidanceScale;
     this.timesteps = Object.freeze(Array.from(settings.timesteps));
     this.batchSize = settings.batchSize;
     this.signal = settings.signal ?? new AbortController().signal;
-    this.decodeLatents =
-      settings.decodeLatents ??
-      (() => Promise.reject(new UnsupportedError(`${pipelineName} does not offer decodeLatents to callbacks.`)));
+    this.decodeLatents = settings.decodeLatents;
   }
 
   readonly decodeLatents: (latents: Tensor<'float32'>) => Promise<RgbImage[]>;

@@ -9,7 +9,7 @@ const allowed = ['latents', 'promptEmbeds', 'negativePromptEmbeds'] as const;
 const settings = { allowed, pipelineName: 'StableDiffusionPipeline' };
 const tensor = (value: number, rows = 1) => new Tensor(new Float32Array(rows * 2).fill(value), [rows, 2]);
 const context = () =>
-  new GenerationContext('StableDiffusionPipeline', allowed, { guidanceScale: 7.5, timesteps: [900, 500, 100], batchSize: 1 });
+  new GenerationContext('StableDiffusionPipeline', allowed, { guidanceScale: 7.5, timesteps: [900, 500, 100], batchSize: 1, decodeLatents: async () => [] });
 
 function plugin(name: string, tensorInputs: StepEndCallback<string>['tensorInputs'], extra: Partial<StepEndCallback<string>> = {}) {
   const calls: string[] = [];

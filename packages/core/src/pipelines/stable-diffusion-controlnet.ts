@@ -21,8 +21,7 @@ import {
   scaleTensor,
   timestepFeed,
   type OutputType,
-  type PipelineOutput,
-} from './steps.js';
+  type PipelineOutput, latentDecoder } from './steps.js';
 import { checkGenerationOptions } from './validation.js';
 
 export interface StableDiffusionControlNetLoadOptions extends PipelineLoadOptions {
@@ -160,7 +159,7 @@ export class StableDiffusionControlNetPipeline {
     const latentShape = [batchSize, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
     const pipeline = new GenerationContext('StableDiffusionControlNetPipeline', this.callbackTensorInputs, {
-      guidanceScale, timesteps, batchSize, signal,
+      guidanceScale, timesteps, batchSize, signal, decodeLatents: latentDecoder(this.components),
     });
 
     const finalLatents = await denoise<StableDiffusionControlNetTensorName>({

@@ -14,7 +14,7 @@ import {
 import type { ImageInput } from './images.js';
 import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
 import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
-import { encodeGuidedPrompt, finishOutput, predictNoiseWithUnet, type OutputType, type PipelineOutput } from './steps.js';
+import { encodeGuidedPrompt, finishOutput, predictNoiseWithUnet, type OutputType, type PipelineOutput, latentDecoder } from './steps.js';
 import { checkGenerationOptions } from './validation.js';
 
 export interface StableDiffusionImg2ImgOptions<Requested extends StableDiffusionTensorName = 'latents', Output extends OutputType = 'image'>
@@ -87,7 +87,7 @@ export class StableDiffusionImg2ImgPipeline {
     const { latents } = await prepareImageToImageLatents({
       vae: this.components, scheduler, image: await preprocessImage(options.image, size), timestep: timesteps[0], batchSize, generator,
     });
-    const pipeline = new GenerationContext('StableDiffusionImg2ImgPipeline', this.callbackTensorInputs, { guidanceScale, timesteps, batchSize, signal });
+    const pipeline = new GenerationContext('StableDiffusionImg2ImgPipeline', this.callbackTensorInputs, { guidanceScale, timesteps, batchSize, signal, decodeLatents: latentDecoder(this.components) });
 
     const finalLatents = await denoise<StableDiffusionTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,

@@ -28,8 +28,7 @@ import {
   prepareLatents,
   repeatRows,
   type OutputType,
-  type PipelineOutput,
-} from './steps.js';
+  type PipelineOutput, latentDecoder } from './steps.js';
 import { checkGenerationOptions } from './validation.js';
 
 export interface StableDiffusionInpaintOptions<Requested extends StableDiffusionInpaintTensorName = 'latents', Output extends OutputType = 'image'>
@@ -153,7 +152,7 @@ export class StableDiffusionInpaintPipeline {
       vae: this.components, mask: maskCondition, maskedImage: maskOutImage(image, maskCondition),
       vaeScaleFactor, batchSize, doClassifierFreeGuidance, generator,
     });
-    const pipeline = new GenerationContext('StableDiffusionInpaintPipeline', this.callbackTensorInputs, { guidanceScale, timesteps, batchSize, signal });
+    const pipeline = new GenerationContext('StableDiffusionInpaintPipeline', this.callbackTensorInputs, { guidanceScale, timesteps, batchSize, signal, decodeLatents: latentDecoder(this.components) });
 
     /** A conditioning tensor as the next UNet call needs it (a callback may have replaced or halved it). */
     const conditioning = (name: 'mask' | 'maskedImageLatents', tensor: Tensor<'float32'> | undefined) => {

@@ -19,7 +19,7 @@ import {
   type StableDiffusionXLComponents,
   type StableDiffusionXLLoadOptions,
 } from './stable-diffusion-xl-steps.js';
-import { finishOutput, type OutputType, type PipelineOutput } from './steps.js';
+import { finishOutput, type OutputType, type PipelineOutput, latentDecoder } from './steps.js';
 import { checkGenerationOptions } from './validation.js';
 
 export interface StableDiffusionXLImg2ImgLoadOptions extends StableDiffusionXLLoadOptions {
@@ -143,7 +143,7 @@ export class StableDiffusionXLImg2ImgPipeline {
     const timeIdRows = doClassifierFreeGuidance ? [...perImage(negativeIds), ...perImage(positiveIds)] : perImage(positiveIds);
     const addTimeIds = timeIdsTensor(timeIdRows, unetConfig, encoded.pooledPromptEmbeds.shape[1]);
 
-    const pipeline = new GenerationContext('StableDiffusionXLImg2ImgPipeline', this.callbackTensorInputs, { guidanceScale, timesteps, batchSize, signal });
+    const pipeline = new GenerationContext('StableDiffusionXLImg2ImgPipeline', this.callbackTensorInputs, { guidanceScale, timesteps, batchSize, signal, decodeLatents: latentDecoder(this.components) });
     const finalLatents = await denoise<StableDiffusionXLTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
       tensors: { latents, ...conditioningXL(encoded, addTimeIds) },

@@ -204,7 +204,7 @@ describe('StableDiffusionXLPipeline', () => {
     const promptEmbeds = new Tensor(Float32Array.from({ length: 2 * TOY_SEQUENCE_LENGTH * 2 * HIDDEN }, (_, i) => Math.cos(i) + (i < TOY_SEQUENCE_LENGTH * 2 * HIDDEN ? 0 : 1)), [2, TOY_SEQUENCE_LENGTH, 2 * HIDDEN]);
     const addTextEmbeds = new Tensor(Float32Array.from({ length: 2 * HIDDEN }, (_, i) => i / 10), [2, HIDDEN]);
     const addTimeIds = new Tensor(Float32Array.from([64, 64, 0, 0, 64, 64, 32, 32, 4, 4, 16, 16]), [2, 6]);
-    const context = new GenerationContext('StableDiffusionXLPipeline', pipeline.callbackTensorInputs, { guidanceScale: 5, timesteps: [951], batchSize: 1 });
+    const context = new GenerationContext('StableDiffusionXLPipeline', pipeline.callbackTensorInputs, { guidanceScale: 5, timesteps: [951], batchSize: 1, decodeLatents: async () => [] });
     const out = await predictNoiseXL(unet, context)(sample, 951, 0, { latents: sample.narrow(0, 0, 1), promptEmbeds, addTextEmbeds, addTimeIds });
 
     const mean = (tensor: Tensor, row: number) => tensor.chunk(tensor.shape[0])[row].data.reduce((sum, v) => sum + v, 0) / (tensor.size / tensor.shape[0]);

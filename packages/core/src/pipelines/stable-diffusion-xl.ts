@@ -17,7 +17,7 @@ import {
   type StableDiffusionXLComponents,
   type StableDiffusionXLLoadOptions,
 } from './stable-diffusion-xl-steps.js';
-import { finishOutput, prepareLatents, type OutputType, type PipelineOutput } from './steps.js';
+import { finishOutput, prepareLatents, type OutputType, type PipelineOutput, latentDecoder } from './steps.js';
 import { checkGenerationOptions } from './validation.js';
 
 /** Options shared by the SDXL pipelines (diffusers' `__call__` arguments, camelCased). */
@@ -120,7 +120,7 @@ export class StableDiffusionXLPipeline {
     const latentShape = [images, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
     const pipeline = new GenerationContext('StableDiffusionXLPipeline', this.callbackTensorInputs, {
-      guidanceScale, timesteps, batchSize: images, signal,
+      guidanceScale, timesteps, batchSize: images, signal, decodeLatents: latentDecoder(this.components),
     });
 
     const finalLatents = await denoise<StableDiffusionXLTensorName>({

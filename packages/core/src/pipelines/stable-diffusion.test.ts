@@ -110,6 +110,17 @@ describe('StableDiffusionPipeline', () => {
     expect(interrupted.data).toEqual(atStepOne?.data);
   });
 
+  it('lets a callback decode the current latents for a preview', async () => {
+    const previews: Array<{ width: number; height: number }> = [];
+    await latentsOf({
+      callbackOnStepEnd: async (state, _step, _t, kwargs) => {
+        const [preview] = await state.decodeLatents(kwargs.latents);
+        previews.push({ width: preview.width, height: preview.height });
+      },
+    });
+    expect(previews).toEqual(Array(5).fill({ width: 16, height: 16 }));
+  });
+
   it('aborts through an AbortSignal', async () => {
     const controller = new AbortController();
     const run = latentsOf({ signal: controller.signal, callbackOnStepEnd: (_s, step) => void (step === 1 && controller.abort()) });

@@ -3,17 +3,15 @@ import { resolveStepEndCallbacks } from '../callbacks/step-end.js';
 import type { CallbackOnStepEndOption, StableDiffusionTensorName } from '../contract.js';
 import type { Generator } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
-import { Tensor } from '../tensor.js';
+import type { Tensor } from '../tensor.js';
 import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
 import { denoise } from './denoise.js';
 import {
-  checkBatch,
-  encodePrompt,
+  encodeGuidedPrompt,
   finishOutput,
   latentDecoder,
-  normalizePrompts,
+  predictNoiseWithUnet,
   prepareLatents,
-  timestepFeed,
   type OutputType,
   type PipelineOutput,
 } from './steps.js';
@@ -83,18 +81,11 @@ export class StableDiffusionPipeline {
       pipelineName: 'StableDiffusionPipeline',
     });
     const scheduler = this.scheduler.clone();
-    const { prompts, negatives } = normalizePrompts(options.prompt, options.negativePrompt);
-
-    const encoded = await encodePrompt(this.components, {
-      prompts, negatives, numImagesPerPrompt, doClassifierFreeGuidance: guidanceScale > 1,
-      promptEmbeds: options.promptEmbeds, negativePromptEmbeds: options.negativePromptEmbeds,
-    });
-    const negativePromptEmbeds = encoded.negativePromptEmbeds;
-    const promptEmbeds = guidanceScale > 1 && negativePromptEmbeds ? Tensor.cat([negativePromptEmbeds, encoded.promptEmbeds]) : encoded.promptEmbeds;
+    const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, guidanceScale > 1);
 
     scheduler.setTimesteps(numInferenceSteps);
     const timesteps = scheduler.timesteps;
-    const latentShape = [encoded.promptEmbeds.shape[0], 4, height / vaeScaleFactor, width / vaeScaleFactor];
+    const latentShape = [batchSize, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
     const pipeline = new GenerationContext('StableDiffusionPipeline', this.callbackTensorInputs, {
       guidanceScale, timesteps, batchSize: latents.shape[0], signal, decodeLatents: latentDecoder(this.components),
@@ -103,16 +94,8 @@ export class StableDiffusionPipeline {
     const finalLatents = await denoise<StableDiffusionTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
       tensors: { latents, promptEmbeds, negativePromptEmbeds },
-      predictNoise: async (latentModelInput, timestep, _stepIndex, tensors) => {
-        const encoderHiddenStates = tensors.promptEmbeds as Tensor<'float32'>;
-        checkBatch('promptEmbeds', encoderHiddenStates, latentModelInput.shape[0], pipeline.doClassifierFreeGuidance);
-        const { out_sample } = await unet.run({
-          sample: latentModelInput,
-          timestep: timestepFeed(timestep, latentModelInput.shape[0]),
-          encoder_hidden_states: encoderHiddenStates,
-        });
-        return out_sample;
-      },
+      predictNoise: (latentModelInput, timestep, _stepIndex, tensors) =>
+        predictNoiseWithUnet(unet, latentModelInput, timestep, tensors.promptEmbeds, pipeline.doClassifierFreeGuidance),
     });
     return finishOutput(options.outputType ?? ('image' as Output), finalLatents, this.components);
   }

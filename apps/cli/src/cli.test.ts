@@ -56,6 +56,8 @@ describe('diff generate', () => {
     expect(lines.log[0]).toMatch(/^wrote .*picture\.png \(64×64, /);
     const metadata = await sharp(out).metadata();
     expect([metadata.width, metadata.height, metadata.channels]).toEqual([64, 64, 3]);
-    expect((await readdir(previews)).sort()).toEqual(['step-00.png', 'step-01.png', 'step-02.png', 'step-03.png'].slice(0, (await readdir(previews)).length));
+    const files = (await readdir(previews)).sort();
+    expect(files.length).toBeGreaterThanOrEqual(3); // one per UNet call: PNDM adds one for 3 steps
+    files.forEach((file, index) => expect(file).toBe(`step-${String(index).padStart(2, '0')}.png`));
   });
 });

@@ -1,13 +1,12 @@
 import { existsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { GenerationContext } from '../callbacks/context.js';
-import { resolveStepEndCallbacks } from '../callbacks/step-end.js';
 import type { StableDiffusionControlNetTensorName } from '../contract.js';
 import { InvalidArgumentError, ModelLoadError } from '../errors.js';
 import type { OnnxModel, SessionPool } from '../runtime/onnx-model.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
+import { startGeneration } from './generation.js';
 import { defaultImageSize } from './image-latents.js';
 import { readImage, type ImageInput } from './images.js';
 import { componentModel, loadCommonComponents, readConfigFile, type CommonComponents, type PipelineLoadOptions } from './loading.js';
@@ -21,7 +20,7 @@ import {
   scaleTensor,
   timestepFeed,
   type OutputType,
-  type PipelineOutput, latentDecoder } from './steps.js';
+  type PipelineOutput } from './steps.js';
 import { checkGenerationOptions } from './validation.js';
 
 export interface StableDiffusionControlNetLoadOptions extends PipelineLoadOptions {
@@ -136,17 +135,12 @@ export class StableDiffusionControlNetPipeline {
     options: StableDiffusionControlNetOptions<Requested, Output>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, vaeScaleFactor, controlnets } = this.components;
-    const { numInferenceSteps = 50, guidanceScale = 7.5, guidanceRescale = 0, numImagesPerPrompt = 1, generator, signal } = options;
+    const { numInferenceSteps = 50, guidanceScale = 7.5, guidanceRescale = 0, numImagesPerPrompt = 1, generator } = options;
     const control = controlSettings(options, controlnets);
     const { height, width } = await outputSize(options, control.images[0], vaeScaleFactor);
     checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
-    const callbacks = resolveStepEndCallbacks(options.callbackOnStepEnd, {
-      tensorInputs: options.callbackOnStepEndTensorInputs,
-      allowed: this.callbackTensorInputs,
-      pipelineName: 'StableDiffusionControlNetPipeline',
-    });
+    const { callbacks, scheduler, context } = startGeneration('StableDiffusionControlNetPipeline', this, options);
     const residualNames = await this.residualNames();
-    const scheduler = this.scheduler.clone();
     const doClassifierFreeGuidance = guidanceScale > 1;
     const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, doClassifierFreeGuidance);
 
@@ -158,9 +152,7 @@ export class StableDiffusionControlNetPipeline {
     const timesteps = scheduler.timesteps;
     const latentShape = [batchSize, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
-    const pipeline = new GenerationContext('StableDiffusionControlNetPipeline', this.callbackTensorInputs, {
-      guidanceScale, timesteps, batchSize, signal, decodeLatents: latentDecoder(this.components),
-    });
+    const pipeline = context({ guidanceScale, timesteps, batchSize });
 
     const finalLatents = await denoise<StableDiffusionControlNetTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,

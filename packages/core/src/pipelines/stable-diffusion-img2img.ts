@@ -1,9 +1,8 @@
-import { GenerationContext } from '../callbacks/context.js';
-import { resolveStepEndCallbacks } from '../callbacks/step-end.js';
 import type { StableDiffusionTensorName } from '../contract.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { denoise } from './denoise.js';
+import { startGeneration } from './generation.js';
 import {
   defaultImageSize,
   prepareImageToImageLatents,
@@ -14,7 +13,7 @@ import {
 import type { ImageInput } from './images.js';
 import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
 import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
-import { encodeGuidedPrompt, finishOutput, predictNoiseWithUnet, type OutputType, type PipelineOutput, latentDecoder } from './steps.js';
+import { encodeGuidedPrompt, finishOutput, predictNoiseWithUnet, type OutputType, type PipelineOutput } from './steps.js';
 import { checkGenerationOptions } from './validation.js';
 
 export interface StableDiffusionImg2ImgOptions<Requested extends StableDiffusionTensorName = 'latents', Output extends OutputType = 'image'>
@@ -71,23 +70,17 @@ export class StableDiffusionImg2ImgPipeline {
       guidanceRescale = 0,
       numImagesPerPrompt = 1,
       generator,
-      signal,
     } = options;
     const size = await defaultImageSize(options.image, vaeScaleFactor);
     checkGenerationOptions({ ...size, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
-    const callbacks = resolveStepEndCallbacks(options.callbackOnStepEnd, {
-      tensorInputs: options.callbackOnStepEndTensorInputs,
-      allowed: this.callbackTensorInputs,
-      pipelineName: 'StableDiffusionImg2ImgPipeline',
-    });
-    const scheduler = this.scheduler.clone();
+    const { callbacks, scheduler, context } = startGeneration('StableDiffusionImg2ImgPipeline', this, options);
     const timesteps = strengthTimesteps(scheduler, numInferenceSteps, strength);
 
     const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, guidanceScale > 1);
     const { latents } = await prepareImageToImageLatents({
       vae: this.components, scheduler, image: await preprocessImage(options.image, size), timestep: timesteps[0], batchSize, generator,
     });
-    const pipeline = new GenerationContext('StableDiffusionImg2ImgPipeline', this.callbackTensorInputs, { guidanceScale, timesteps, batchSize, signal, decodeLatents: latentDecoder(this.components) });
+    const pipeline = context({ guidanceScale, timesteps, batchSize });
 
     const finalLatents = await denoise<StableDiffusionTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,

@@ -1,11 +1,10 @@
-import { GenerationContext } from '../callbacks/context.js';
-import { resolveStepEndCallbacks } from '../callbacks/step-end.js';
 import type { StableDiffusionInpaintTensorName } from '../contract.js';
 import { InvalidArgumentError, ModelLoadError, UnsupportedError } from '../errors.js';
 import { randn } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
+import { defaultPictureSize, startGeneration } from './generation.js';
 import {
   blendKnownRegion,
   encodeImageLatents,
@@ -28,7 +27,7 @@ import {
   prepareLatents,
   repeatRows,
   type OutputType,
-  type PipelineOutput, latentDecoder } from './steps.js';
+  type PipelineOutput } from './steps.js';
 import { checkGenerationOptions } from './validation.js';
 
 export interface StableDiffusionInpaintOptions<Requested extends StableDiffusionInpaintTensorName = 'latents', Output extends OutputType = 'image'>
@@ -110,27 +109,21 @@ export class StableDiffusionInpaintPipeline {
     options: StableDiffusionInpaintOptions<Requested, Output>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, vaeScaleFactor } = this.components;
-    const sampleSize = typeof this.components.unetConfig.sample_size === 'number' ? this.components.unetConfig.sample_size : 64;
+    const defaultSize = defaultPictureSize(this.components, 64);
     const {
-      height = sampleSize * vaeScaleFactor,
-      width = sampleSize * vaeScaleFactor,
+      height = defaultSize,
+      width = defaultSize,
       strength = 1,
       numInferenceSteps = 50,
       guidanceScale = 7.5,
       guidanceRescale = 0,
       numImagesPerPrompt = 1,
       generator,
-      signal,
     } = options;
     checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
     await checkSameSize(options.image, options.maskImage);
-    const callbacks = resolveStepEndCallbacks(options.callbackOnStepEnd, {
-      tensorInputs: options.callbackOnStepEndTensorInputs,
-      allowed: this.callbackTensorInputs,
-      pipelineName: 'StableDiffusionInpaintPipeline',
-    });
+    const { callbacks, scheduler, context } = startGeneration('StableDiffusionInpaintPipeline', this, options);
     const inChannels = await this.unetInChannels();
-    const scheduler = this.scheduler.clone();
     const timesteps = strengthTimesteps(scheduler, numInferenceSteps, strength);
     const doClassifierFreeGuidance = guidanceScale > 1;
     const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, doClassifierFreeGuidance);
@@ -152,7 +145,7 @@ export class StableDiffusionInpaintPipeline {
       vae: this.components, mask: maskCondition, maskedImage: maskOutImage(image, maskCondition),
       vaeScaleFactor, batchSize, doClassifierFreeGuidance, generator,
     });
-    const pipeline = new GenerationContext('StableDiffusionInpaintPipeline', this.callbackTensorInputs, { guidanceScale, timesteps, batchSize, signal, decodeLatents: latentDecoder(this.components) });
+    const pipeline = context({ guidanceScale, timesteps, batchSize });
 
     /** A conditioning tensor as the next UNet call needs it (a callback may have replaced or halved it). */
     const conditioning = (name: 'mask' | 'maskedImageLatents', tensor: Tensor<'float32'> | undefined) => {

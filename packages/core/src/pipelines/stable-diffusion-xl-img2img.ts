@@ -1,10 +1,9 @@
-import { GenerationContext } from '../callbacks/context.js';
-import { resolveStepEndCallbacks } from '../callbacks/step-end.js';
 import type { StableDiffusionXLTensorName } from '../contract.js';
 import { InvalidArgumentError } from '../errors.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { denoise } from './denoise.js';
+import { startGeneration } from './generation.js';
 import { defaultImageSize, prepareImageToImageLatents, preprocessImage, requireVaeEncoder, strengthTimesteps } from './image-latents.js';
 import type { ImageInput } from './images.js';
 import type { StableDiffusionXLBaseOptions } from './stable-diffusion-xl.js';
@@ -19,7 +18,7 @@ import {
   type StableDiffusionXLComponents,
   type StableDiffusionXLLoadOptions,
 } from './stable-diffusion-xl-steps.js';
-import { finishOutput, type OutputType, type PipelineOutput, latentDecoder } from './steps.js';
+import { finishOutput, type OutputType, type PipelineOutput } from './steps.js';
 import { checkGenerationOptions } from './validation.js';
 
 export interface StableDiffusionXLImg2ImgLoadOptions extends StableDiffusionXLLoadOptions {
@@ -105,19 +104,13 @@ export class StableDiffusionXLImg2ImgPipeline {
       aestheticScore = 6,
       negativeAestheticScore = 2.5,
       generator,
-      signal,
     } = options;
     checkGenerationOptions({ ...size, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
     checkMicroConditioning({ originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize });
     if (!Number.isFinite(aestheticScore) || !Number.isFinite(negativeAestheticScore)) {
       throw new InvalidArgumentError(`aestheticScore and negativeAestheticScore must be finite numbers, got ${aestheticScore} and ${negativeAestheticScore}.`);
     }
-    const callbacks = resolveStepEndCallbacks(options.callbackOnStepEnd, {
-      tensorInputs: options.callbackOnStepEndTensorInputs,
-      allowed: this.callbackTensorInputs,
-      pipelineName: 'StableDiffusionXLImg2ImgPipeline',
-    });
-    const scheduler = this.scheduler.clone();
+    const { callbacks, scheduler, context } = startGeneration('StableDiffusionXLImg2ImgPipeline', this, options);
     const timesteps = strengthTimesteps(scheduler, numInferenceSteps, strength);
     const doClassifierFreeGuidance = guidanceScale > 1;
     const encoded = await encodePromptXL(this.components, {
@@ -143,7 +136,7 @@ export class StableDiffusionXLImg2ImgPipeline {
     const timeIdRows = doClassifierFreeGuidance ? [...perImage(negativeIds), ...perImage(positiveIds)] : perImage(positiveIds);
     const addTimeIds = timeIdsTensor(timeIdRows, unetConfig, encoded.pooledPromptEmbeds.shape[1]);
 
-    const pipeline = new GenerationContext('StableDiffusionXLImg2ImgPipeline', this.callbackTensorInputs, { guidanceScale, timesteps, batchSize, signal, decodeLatents: latentDecoder(this.components) });
+    const pipeline = context({ guidanceScale, timesteps, batchSize });
     const finalLatents = await denoise<StableDiffusionXLTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
       tensors: { latents, ...conditioningXL(encoded, addTimeIds) },

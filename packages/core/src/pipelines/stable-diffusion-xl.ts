@@ -1,9 +1,8 @@
-import { GenerationContext } from '../callbacks/context.js';
-import { resolveStepEndCallbacks } from '../callbacks/step-end.js';
 import type { StableDiffusionXLTensorName } from '../contract.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import type { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
+import { defaultPictureSize, startGeneration } from './generation.js';
 import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
 import {
   checkMicroConditioning,
@@ -17,7 +16,7 @@ import {
   type StableDiffusionXLComponents,
   type StableDiffusionXLLoadOptions,
 } from './stable-diffusion-xl-steps.js';
-import { finishOutput, prepareLatents, type OutputType, type PipelineOutput, latentDecoder } from './steps.js';
+import { finishOutput, prepareLatents, type OutputType, type PipelineOutput } from './steps.js';
 import { checkGenerationOptions } from './validation.js';
 
 /** Options shared by the SDXL pipelines (diffusers' `__call__` arguments, camelCased). */
@@ -76,10 +75,10 @@ export class StableDiffusionXLPipeline {
     options: StableDiffusionXLOptions<Requested, Output>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, unetConfig, vaeScaleFactor } = this.components;
-    const sampleSize = typeof unetConfig.sample_size === 'number' ? unetConfig.sample_size : 128;
+    const defaultSize = defaultPictureSize(this.components, 128);
     const {
-      height = sampleSize * vaeScaleFactor,
-      width = sampleSize * vaeScaleFactor,
+      height = defaultSize,
+      width = defaultSize,
       numInferenceSteps = 50,
       guidanceScale = 5,
       guidanceRescale = 0,
@@ -91,16 +90,10 @@ export class StableDiffusionXLPipeline {
       negativeCropsCoordsTopLeft = [0, 0],
       negativeTargetSize,
       generator,
-      signal,
     } = options;
     checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
     checkMicroConditioning({ originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize });
-    const callbacks = resolveStepEndCallbacks(options.callbackOnStepEnd, {
-      tensorInputs: options.callbackOnStepEndTensorInputs,
-      allowed: this.callbackTensorInputs,
-      pipelineName: 'StableDiffusionXLPipeline',
-    });
-    const scheduler = this.scheduler.clone();
+    const { callbacks, scheduler, context } = startGeneration('StableDiffusionXLPipeline', this, options);
     const doClassifierFreeGuidance = guidanceScale > 1;
     const encoded = await encodePromptXL(this.components, {
       ...options, numImagesPerPrompt, doClassifierFreeGuidance, forceZerosForEmptyPrompt: this.components.forceZerosForEmptyPrompt,
@@ -119,9 +112,7 @@ export class StableDiffusionXLPipeline {
     const timesteps = scheduler.timesteps;
     const latentShape = [images, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
-    const pipeline = new GenerationContext('StableDiffusionXLPipeline', this.callbackTensorInputs, {
-      guidanceScale, timesteps, batchSize: images, signal, decodeLatents: latentDecoder(this.components),
-    });
+    const pipeline = context({ guidanceScale, timesteps, batchSize: images });
 
     const finalLatents = await denoise<StableDiffusionXLTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,

@@ -1,15 +1,13 @@
-import { GenerationContext } from '../callbacks/context.js';
-import { resolveStepEndCallbacks } from '../callbacks/step-end.js';
 import type { CallbackOnStepEndOption, StableDiffusionTensorName } from '../contract.js';
 import type { Generator } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import type { Tensor } from '../tensor.js';
 import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
 import { denoise } from './denoise.js';
+import { defaultPictureSize, startGeneration } from './generation.js';
 import {
   encodeGuidedPrompt,
   finishOutput,
-  latentDecoder,
   predictNoiseWithUnet,
   prepareLatents,
   type OutputType,
@@ -63,33 +61,25 @@ export class StableDiffusionPipeline {
     options: StableDiffusionOptions<Requested, Output>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, vaeScaleFactor } = this.components;
-    const sampleSize = typeof this.components.unetConfig.sample_size === 'number' ? this.components.unetConfig.sample_size : 64;
+    const defaultSize = defaultPictureSize(this.components, 64);
     const {
-      height = sampleSize * vaeScaleFactor,
-      width = sampleSize * vaeScaleFactor,
+      height = defaultSize,
+      width = defaultSize,
       numInferenceSteps = 50,
       guidanceScale = 7.5,
       guidanceRescale = 0,
       numImagesPerPrompt = 1,
       generator,
-      signal,
     } = options;
     checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
-    const callbacks = resolveStepEndCallbacks(options.callbackOnStepEnd, {
-      tensorInputs: options.callbackOnStepEndTensorInputs,
-      allowed: this.callbackTensorInputs,
-      pipelineName: 'StableDiffusionPipeline',
-    });
-    const scheduler = this.scheduler.clone();
+    const { callbacks, scheduler, context } = startGeneration('StableDiffusionPipeline', this, options);
     const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, guidanceScale > 1);
 
     scheduler.setTimesteps(numInferenceSteps);
     const timesteps = scheduler.timesteps;
     const latentShape = [batchSize, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
-    const pipeline = new GenerationContext('StableDiffusionPipeline', this.callbackTensorInputs, {
-      guidanceScale, timesteps, batchSize: latents.shape[0], signal, decodeLatents: latentDecoder(this.components),
-    });
+    const pipeline = context({ guidanceScale, timesteps, batchSize: latents.shape[0] });
 
     const finalLatents = await denoise<StableDiffusionTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,

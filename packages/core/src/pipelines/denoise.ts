@@ -18,6 +18,8 @@ export interface DenoisingRun<Name extends string> {
   pipeline: GenerationContext;
   callbacks: StepEndCallbacks;
   generator?: Generator;
+  /** DDIM's η; schedulers without one ignore it. */
+  eta?: number;
   guidanceRescale: number;
   /**
    * Runs the model(s) on the scaled latent batch (`[latents; latents]` when guidance is on) and returns the noise
@@ -34,7 +36,7 @@ export interface DenoisingRun<Name extends string> {
  * Returns the final latents.
  */
 export async function denoise<Name extends string>(run: DenoisingRun<Name>): Promise<Tensor<'float32'>> {
-  const { scheduler, timesteps, tensors, pipeline, callbacks, generator, guidanceRescale } = run;
+  const { scheduler, timesteps, tensors, pipeline, callbacks, generator, eta, guidanceRescale } = run;
   for (let stepIndex = 0; stepIndex < timesteps.length; stepIndex++) {
     throwIfAborted(pipeline.signal);
     if (pipeline.interrupt) continue;
@@ -48,7 +50,7 @@ export async function denoise<Name extends string>(run: DenoisingRun<Name>): Pro
       const { guided, text } = applyGuidance(noisePred, pipeline.guidanceScale);
       noisePred = guidanceRescale > 0 ? rescaleNoiseCfg(guided, text, guidanceRescale) : guided;
     }
-    let next = scheduler.step(noisePred, timestep, latents, { generator }).prevSample;
+    let next = scheduler.step(noisePred, timestep, latents, { generator, eta }).prevSample;
     if (run.afterStep) next = run.afterStep(next, stepIndex, tensors);
     tensors.latents = next;
 

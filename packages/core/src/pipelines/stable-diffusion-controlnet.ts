@@ -155,7 +155,7 @@ export class StableDiffusionControlNetPipeline {
     const pipeline = context({ guidanceScale, timesteps, batchSize });
 
     const finalLatents = await denoise<StableDiffusionControlNetTensorName>({
-      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
+      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, promptEmbeds, negativePromptEmbeds, image },
       predictNoise: async (latentModelInput, timestep, stepIndex, tensors) => {
         const cfg = pipeline.doClassifierFreeGuidance;

@@ -83,7 +83,7 @@ export class StableDiffusionImg2ImgPipeline {
     const pipeline = context({ guidanceScale, timesteps, batchSize });
 
     const finalLatents = await denoise<StableDiffusionTensorName>({
-      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
+      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, promptEmbeds, negativePromptEmbeds },
       predictNoise: (latentModelInput, timestep, _stepIndex, tensors) =>
         predictNoiseWithUnet(unet, latentModelInput, timestep, tensors.promptEmbeds, pipeline.doClassifierFreeGuidance),

@@ -155,7 +155,7 @@ export class StableDiffusionInpaintPipeline {
       return tensor;
     };
     const finalLatents = await denoise<StableDiffusionInpaintTensorName>({
-      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
+      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, promptEmbeds, negativePromptEmbeds, mask, maskedImageLatents },
       predictNoise: (latentModelInput, timestep, _stepIndex, tensors) => {
         const sample = inChannels === 9

@@ -138,7 +138,7 @@ export class StableDiffusionXLImg2ImgPipeline {
 
     const pipeline = context({ guidanceScale, timesteps, batchSize });
     const finalLatents = await denoise<StableDiffusionXLTensorName>({
-      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
+      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, ...conditioningXL(encoded, addTimeIds) },
       predictNoise: predictNoiseXL(unet, pipeline),
     });

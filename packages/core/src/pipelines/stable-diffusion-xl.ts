@@ -115,7 +115,7 @@ export class StableDiffusionXLPipeline {
     const pipeline = context({ guidanceScale, timesteps, batchSize: images });
 
     const finalLatents = await denoise<StableDiffusionXLTensorName>({
-      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
+      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, ...conditioningXL(encoded, addTimeIds) },
       predictNoise: predictNoiseXL(unet, pipeline),
     });

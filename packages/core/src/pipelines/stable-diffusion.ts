@@ -24,6 +24,8 @@ export interface StableDiffusionBaseOptions<Name extends string, Requested exten
   /** Rescales the guided prediction towards the text one (0 = off), diffusers' `guidance_rescale`. */
   guidanceRescale?: number;
   numImagesPerPrompt?: number;
+  /** DDIM's η (0 = deterministic); other schedulers ignore it, as in diffusers. */
+  eta?: number;
   generator?: Generator;
   promptEmbeds?: Tensor<'float32'>;
   negativePromptEmbeds?: Tensor<'float32'>;
@@ -82,7 +84,7 @@ export class StableDiffusionPipeline {
     const pipeline = context({ guidanceScale, timesteps, batchSize: latents.shape[0] });
 
     const finalLatents = await denoise<StableDiffusionTensorName>({
-      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale,
+      scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, promptEmbeds, negativePromptEmbeds },
       predictNoise: (latentModelInput, timestep, _stepIndex, tensors) =>
         predictNoiseWithUnet(unet, latentModelInput, timestep, tensors.promptEmbeds, pipeline.doClassifierFreeGuidance),

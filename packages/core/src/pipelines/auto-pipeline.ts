@@ -5,7 +5,10 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import type { CallbackTensorName } from '../contract.js';
 import { ModelLoadError, UnsupportedError } from '../errors.js';
+import type { Scheduler } from '../schedulers/scheduler.js';
+import type { ImageInput } from './images.js';
 import { readConfigFile, type PipelineLoadOptions } from './loading.js';
 import { StableDiffusionImg2ImgPipeline } from './stable-diffusion-img2img.js';
 import { StableDiffusionInpaintPipeline } from './stable-diffusion-inpaint.js';
@@ -13,7 +16,34 @@ import { StableDiffusionControlNetPipeline } from './stable-diffusion-controlnet
 import { StableDiffusionXLImg2ImgPipeline } from './stable-diffusion-xl-img2img.js';
 import type { StableDiffusionXLLoadOptions } from './stable-diffusion-xl-steps.js';
 import { StableDiffusionXLPipeline } from './stable-diffusion-xl.js';
-import { StableDiffusionPipeline } from './stable-diffusion.js';
+import { StableDiffusionPipeline, type StableDiffusionBaseOptions } from './stable-diffusion.js';
+import type { OutputType, PipelineOutput } from './steps.js';
+
+/** The tensors every SD-family pipeline offers callbacks, SD 1.x and SDXL alike. */
+export type SharedTensorName = 'latents' | 'promptEmbeds';
+
+/**
+ * What an auto-loaded text-to-image pipeline accepts whatever its family: the options SD 1.x and SDXL share.
+ * (Narrow with `instanceof` for the family's own options; a ControlNet family also needs its `image`.)
+ */
+export interface Text2ImagePipeline {
+  scheduler: Scheduler;
+  readonly callbackTensorInputs: readonly CallbackTensorName[];
+  generate<const Requested extends SharedTensorName = 'latents', Output extends OutputType = 'image'>(
+    options: StableDiffusionBaseOptions<SharedTensorName, Requested, Output> & { height?: number; width?: number },
+  ): Promise<PipelineOutput<Output>>;
+  dispose(): Promise<void>;
+}
+
+/** What an auto-loaded image-to-image pipeline accepts whatever its family. */
+export interface Image2ImagePipeline {
+  scheduler: Scheduler;
+  readonly callbackTensorInputs: readonly CallbackTensorName[];
+  generate<const Requested extends SharedTensorName = 'latents', Output extends OutputType = 'image'>(
+    options: StableDiffusionBaseOptions<SharedTensorName, Requested, Output> & { image: ImageInput; strength?: number },
+  ): Promise<PipelineOutput<Output>>;
+  dispose(): Promise<void>;
+}
 
 /** The pipeline types each task may return. */
 interface TaskPipelines {
@@ -81,17 +111,18 @@ export class AutoPipelineForText2Image {
   /**
    * The text-to-image pipeline of the folder's model family (any of its `_class_name`s): `StableDiffusionPipeline`
    * or `StableDiffusionXLPipeline` (whose load options it takes too), or `StableDiffusionControlNetPipeline`.
-   * Inpainting models are refused.
+   * Inpainting models are refused. A ControlNet pipeline also needs its `image` option: without it, `generate`
+   * throws an InvalidArgumentError saying so (the shared type cannot require it).
    */
-  static async fromPretrained(dir: string, options: StableDiffusionXLLoadOptions = {}): Promise<TaskPipelines['text2image']> {
+  static async fromPretrained(dir: string, options: StableDiffusionXLLoadOptions = {}): Promise<Text2ImagePipeline> {
     await refuseInpaintingModel(dir);
-    return loadForTask('text2image', dir, options);
+    return (await loadForTask('text2image', dir, options)) as Text2ImagePipeline;
   }
 }
 
 export class AutoPipelineForImage2Image {
   /** The image-to-image pipeline of the folder's model family (any of its `_class_name`s). Inpainting models are refused. */
-  static async fromPretrained(dir: string, options: PipelineLoadOptions = {}): Promise<TaskPipelines['image2image']> {
+  static async fromPretrained(dir: string, options: PipelineLoadOptions = {}): Promise<Image2ImagePipeline> {
     await refuseInpaintingModel(dir);
     return loadForTask('image2image', dir, options);
   }

@@ -4,7 +4,14 @@ export type { OutputType, PipelineOutput } from './steps.js';
 export { saveImage, type ImageInput, type RawImage, type RgbImage } from './images.js';
 export { StableDiffusionImg2ImgPipeline, type StableDiffusionImg2ImgOptions, type ImageToImageComponents } from './stable-diffusion-img2img.js';
 export { StableDiffusionInpaintPipeline, type StableDiffusionInpaintOptions } from './stable-diffusion-inpaint.js';
-export { AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image } from './auto-pipeline.js';
+export {
+  AutoPipelineForImage2Image,
+  AutoPipelineForInpainting,
+  AutoPipelineForText2Image,
+  type Image2ImagePipeline,
+  type SharedTensorName,
+  type Text2ImagePipeline,
+} from './auto-pipeline.js';
 export { StableDiffusionXLPipeline, type StableDiffusionXLOptions, type StableDiffusionXLBaseOptions } from './stable-diffusion-xl.js';
 export {
   StableDiffusionXLImg2ImgPipeline,

@@ -20,6 +20,7 @@ function pipelineState(numTimesteps: number, batchSize: number): CallbackPipelin
     interrupt: false,
     callbackTensorInputs: [],
     signal: new AbortController().signal,
+    decodeLatents: async () => [],
   };
 }
 

@@ -153,11 +153,13 @@ describe('runCli on the hand-made fixture', () => {
     expect(report.cases.find((c) => c.id === 'heun ×4')).toMatchObject({ ok: null, detail: expect.stringMatching(/unknown scheduler name "heun"/) });
   });
 
-  it('reports the pipeline runs as unsupported until the pipelines exist', () => {
-    for (const section of ['sd_runs', 'sdxl_runs', 'inpaint_runs', 'controlnet_runs'] as const) {
-      expect(report.sections[section]).toEqual({ passed: 0, failed: 0, unsupported: 1 });
+  it('fails a pipeline run whose model folder is missing, naming the file, and counts unknown kinds as unsupported', () => {
+    for (const section of ['sd_runs', 'sdxl_runs', 'inpaint_runs'] as const) {
+      expect(report.sections[section]).toEqual({ passed: 0, failed: 1, unsupported: 0 });
     }
-    expect(report.cases.find((c) => c.id === 'inpaint-crash')?.detail).toBe('pipeline inpaint not implemented yet');
+    expect(report.cases.find((c) => c.id === 'inpaint-crash')?.detail).toMatch(/tiny-sd-inpaint[/\\]model_index\.json: cannot be read/);
+    expect(report.sections.controlnet_runs).toEqual({ passed: 0, failed: 0, unsupported: 1 });
+    expect(report.cases.find((c) => c.id === 'cn-unknown-kind')?.detail).toMatch(/pipeline kind "text2video" is not supported/);
   });
 
   it('prints tables without --json and keeps to the chosen sections', async () => {

@@ -67,11 +67,14 @@ describe('checkPipelineRun', () => {
 });
 
 describe('checkPipelineSection', () => {
-  it('reports every case as unsupported while runPipelineCase has no pipeline', async () => {
-    await expect(runPipelineCase(reference, '/models')).resolves.toBe('unsupported');
-    await expect(checkPipelineSection('sd_runs', [reference], '/models')).resolves.toEqual([
-      { section: 'sd_runs', id: 'toy', ok: null, maxAbsDiff: null, detail: 'pipeline text2img not implemented yet' },
+  it('reports a pipeline kind it does not know as unsupported, and a missing model as a failure', async () => {
+    const unknownKind = { ...reference, pipeline: 'text2video' };
+    await expect(runPipelineCase(unknownKind, '/models')).resolves.toBe('unsupported');
+    await expect(checkPipelineSection('sd_runs', [unknownKind], '/models')).resolves.toEqual([
+      { section: 'sd_runs', id: 'toy', ok: null, maxAbsDiff: null, detail: expect.stringMatching(/pipeline kind "text2video" is not supported/) },
     ]);
+    const [missing] = await checkPipelineSection('sd_runs', [reference], '/models');
+    expect(missing).toMatchObject({ ok: false, detail: expect.stringMatching(/model_index\.json: cannot be read/) });
   });
 
   it('compares what a runner returns and fails a run that throws', async () => {

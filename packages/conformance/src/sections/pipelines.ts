@@ -150,7 +150,7 @@ export async function checkPipelineSection(
       await settleCase(section, caseSpec.id, async () => {
         const output = await run(caseSpec, modelsDir);
         if (output === 'unsupported') {
-          return { ok: null, maxAbsDiff: null, detail: `pipeline ${caseSpec.pipeline} not implemented yet` };
+          return { ok: null, maxAbsDiff: null, detail: `pipeline kind "${caseSpec.pipeline}" is not supported (known: ${Object.keys(PIPELINE_CLASSES).join(', ')})` };
         }
         return checkPipelineRun(caseSpec, output);
       }),

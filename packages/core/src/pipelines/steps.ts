@@ -121,13 +121,17 @@ export function prepareLatents(
  * to float32 as torch does. Returns the guided prediction and the text half (for `guidanceRescale`).
  */
 export function applyGuidance(noisePred: Tensor<'float32'>, guidanceScale: number): { guided: Tensor<'float32'>; text: Tensor<'float32'> } {
-  const [uncond, text] = noisePred.chunk(2);
-  const guided = new Float32Array(uncond.size);
+  const half = noisePred.size / 2;
+  const rowShape = [noisePred.shape[0] / 2, ...noisePred.shape.slice(1)];
+  const { data } = noisePred;
+  const guided = new Float32Array(half);
   const scale = Math.fround(guidanceScale);
-  for (let i = 0; i < guided.length; i++) {
-    guided[i] = uncond.data[i] + Math.fround(scale * Math.fround(text.data[i] - uncond.data[i]));
+  for (let i = 0; i < half; i++) {
+    const uncond = data[i];
+    guided[i] = uncond + Math.fround(scale * Math.fround(data[half + i] - uncond));
   }
-  return { guided: new Tensor(guided, uncond.shape), text };
+  // The text half as a view: no copy on the hot path.
+  return { guided: new Tensor(guided, rowShape), text: new Tensor(data.subarray(half), rowShape) };
 }
 
 /** diffusers' `rescale_noise_cfg` (Lin et al. 2023, §3.4): per-image std of the guided prediction matched to the text one. */

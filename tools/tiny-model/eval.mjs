@@ -8,7 +8,6 @@
 //
 // Without --ref the initial noise comes from a seeded mulberry32 + Box-Muller generator instead of
 // torch's, so the figures differ a little from eval.py's.
-/* global process, console */
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';

@@ -36,7 +36,9 @@ def generate(te, unet, dec, tok, scale, prompts, seeds, guidance=7.5, steps=20):
     x = torch.cat([torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(s)) for s in seeds])
     ratio = 1000 // steps
     for t in ddim_timesteps(steps):
-        if guidance > 1.0:
+        # diffusers applies CFG only for guidance > 1; here every value but 1 is applied, for diagnostics:
+        # 0 = the unconditional model, 1 - g = what swapping the [uncond; cond] halves would give
+        if guidance != 1.0:
             eps_u, eps_c = unet(torch.cat([x, x]), torch.full((2 * len(x),), float(t)), torch.cat([uncond, cond])).chunk(2)
             eps = eps_u + guidance * (eps_c - eps_u)
         else:
@@ -66,6 +68,12 @@ def score(imgs, cases):
         ok += hit
         details.append((hit, s, b))
     return ok / len(cases), details
+
+
+def position_score(imgs, cases):
+    """Informational: share of the cases naming a position whose shape centroid lies in that region."""
+    pairs = [(im, c) for im, c in zip(imgs, cases) if c.get("position")]
+    return sum(g.locate(im) == g.POSITIONS[c["position"]] for im, c in pairs), len(pairs)
 
 
 @torch.no_grad()
@@ -117,7 +125,9 @@ def main():
     for gs in args.guidance:
         imgs = generate(te, unet, dec, tok, ck["scale"], prompts, seeds, guidance=gs)
         acc, details = score(imgs, cases)
-        print(f"guidance {gs}: {acc * 100:.1f}% ({sum(d[0] for d in details)}/{len(cases)}) colour matches")
+        pos_ok, pos_n = position_score(imgs, cases)
+        print(f"guidance {gs}: {acc * 100:.1f}% ({sum(d[0] for d in details)}/{len(cases)}) colour matches; "
+              f"position {pos_ok}/{pos_n} (informational)")
         for c, (hit, s, b) in zip(cases, details):
             if not hit:
                 print(f"   miss: {c['prompt']!r} seed {c['seed']} -> shape {s}, background {b}")

@@ -155,3 +155,16 @@ def classify(img: np.ndarray):
         return None, nearest_color(bg_rgb)
     shape_rgb = np.median(x[mask], axis=0)
     return nearest_color(shape_rgb), nearest_color(bg_rgb)
+
+
+def locate(img: np.ndarray):
+    """(x, y) anchors in {-1, 0, 1} of the shape pixels' centroid, or None (informational metric)."""
+    x = img.astype(np.float64)
+    b = BG_BORDER
+    border = np.concatenate([x[:b].reshape(-1, 3), x[-b:].reshape(-1, 3), x[b:-b, :b].reshape(-1, 3), x[b:-b, -b:].reshape(-1, 3)])
+    mask = np.sqrt(np.sum((x - np.median(border, axis=0)) ** 2, axis=-1)) > FAR_THRESHOLD
+    if mask.sum() < MIN_SHAPE_PIXELS:
+        return None
+    ys, xs = np.nonzero(mask)
+    bucket = lambda v: -1 if v < 24 else (1 if v > 40 else 0)  # noqa: E731
+    return bucket(xs.mean() + 0.5), bucket(ys.mean() + 0.5)

@@ -28,7 +28,8 @@ def cases():
             prompt = f"{g.article(size)} {size} {color} {shape} on {g.article(bg)} {bg} background"
         else:
             prompt = g.full_prompt(color, shape, size, pos, bg)
-        out.append({"prompt": prompt, "seed": 1000 + 7 * i, "shape_color": color, "background_color": bg})
+        out.append({"prompt": prompt, "seed": 1000 + 7 * i, "shape_color": color, "background_color": bg,
+                    "position": pos if i % 6 not in (2, 5) else None})
     return out
 
 

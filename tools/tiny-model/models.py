@@ -152,11 +152,23 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+def sincos_2d(c, size):
+    """[size*size, c] 2-D sine-cosine position code (half the channels for x, half for y)."""
+    q = c // 4
+    freqs = torch.exp(-math.log(100.0) * torch.arange(q, dtype=torch.float32) / q)
+    pos = torch.arange(size, dtype=torch.float32)[:, None] * freqs[None]  # [size, q]
+    code = torch.cat([pos.sin(), pos.cos()], 1)  # [size, 2q]
+    yy, xx = code[:, None, :].expand(size, size, 2 * q), code[None, :, :].expand(size, size, 2 * q)
+    return torch.cat([xx, yy], -1).reshape(size * size, 4 * q)
+
+
 class SpatialTransformer(nn.Module):
-    def __init__(self, c, ctx_dim, heads, ff=4):
+    def __init__(self, c, ctx_dim, heads, ff=4, size=8):
         super().__init__()
         self.norm = gn(c)
         self.proj_in = nn.Conv2d(c, c, 1)
+        # learned absolute position embedding (attention alone is blind to "left"/"top"...)
+        self.pos = nn.Parameter(0.5 * sincos_2d(c, size)[None])
         self.ln1, self.ln2, self.ln3 = nn.LayerNorm(c), nn.LayerNorm(c), nn.LayerNorm(c)
         self.attn1 = Attention(c, heads)
         self.attn2 = Attention(c, heads, ctx_dim)
@@ -166,7 +178,7 @@ class SpatialTransformer(nn.Module):
     def forward(self, x, ctx):
         c, hh, ww = x.shape[1], x.shape[2], x.shape[3]
         h = self.proj_in(self.norm(x))
-        h = h.reshape(-1, c, hh * ww).transpose(1, 2)
+        h = h.reshape(-1, c, hh * ww).transpose(1, 2) + self.pos
         h = h + self.attn1(self.ln1(h))
         h = h + self.attn2(self.ln2(h), ctx)
         a, g = self.ff1(self.ln3(h)).chunk(2, dim=-1)
@@ -183,12 +195,12 @@ class UNet(nn.Module):
         self.tfreq = 64
         self.t1, self.t2 = nn.Linear(self.tfreq, tdim), nn.Linear(tdim, tdim)
         self.conv_in = nn.Conv2d(4, c0, 3, padding=1)
-        self.d0r, self.d0a = ResBlock(c0, c0, tdim), SpatialTransformer(c0, ctx_dim, heads, ff0)
+        self.d0r, self.d0a = ResBlock(c0, c0, tdim), SpatialTransformer(c0, ctx_dim, heads, ff0, 8)
         self.down = nn.Conv2d(c0, c1, 3, stride=2, padding=1)
-        self.d1r, self.d1a = ResBlock(c1, c1, tdim), SpatialTransformer(c1, ctx_dim, heads, ff1)
-        self.u1r, self.u1a = ResBlock(c1, c1, tdim), SpatialTransformer(c1, ctx_dim, heads, ff1)
+        self.d1r, self.d1a = ResBlock(c1, c1, tdim), SpatialTransformer(c1, ctx_dim, heads, ff1, 4)
+        self.u1r, self.u1a = ResBlock(c1, c1, tdim), SpatialTransformer(c1, ctx_dim, heads, ff1, 4)
         self.up = nn.Conv2d(c1, c0, 3, padding=1)
-        self.u0r, self.u0a = ResBlock(2 * c0, c0, tdim), SpatialTransformer(c0, ctx_dim, heads, ff0)
+        self.u0r, self.u0a = ResBlock(2 * c0, c0, tdim), SpatialTransformer(c0, ctx_dim, heads, ff0, 8)
         self.n_out, self.conv_out = gn(c0), nn.Conv2d(c0, 4, 3, padding=1)
         half = self.tfreq // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)

@@ -1,35 +1,16 @@
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ModelLoadError } from '../errors.js';
 import { OnnxModel, SessionPool, type RuntimeOptions } from '../runtime/onnx-model.js';
 import { loadSchedulerConfig, schedulerFromConfig, type Scheduler } from '../schedulers/index.js';
-import { parsePythonJson } from '../schedulers/index.js';
 import { CLIPTokenizer } from '../tokenizer/clip-tokenizer.js';
+import { readConfigFile } from '../util/config-file.js';
+
+export { readConfigFile };
 
 /** Options of `fromPretrained`: how to run the models, and an optional scheduler to use instead of the folder's. */
 export interface PipelineLoadOptions extends RuntimeOptions {
   scheduler?: Scheduler;
-}
-
-/** Reads a JSON file written by Python (bare NaN / Infinity allowed); errors name the file and what was expected. */
-export async function readConfigFile(path: string, expected: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    throw new ModelLoadError(path, `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'}); expected ${expected}.`, { cause: error });
-  }
-  let value: unknown;
-  try {
-    value = parsePythonJson(text);
-  } catch (error) {
-    throw new ModelLoadError(path, `is not valid JSON (${(error as Error).message}); expected ${expected}.`, { cause: error });
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new ModelLoadError(path, `must hold a JSON object; expected ${expected}.`);
-  }
-  return value as Record<string, unknown>;
 }
 
 /** A component's ONNX model: `<dir>/<component>/model.onnx`, loaded lazily through the pipeline's session pool. */

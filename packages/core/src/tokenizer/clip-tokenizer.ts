@@ -1,6 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError, ModelLoadError } from '../errors.js';
+import { readConfigFile } from '../util/config-file.js';
 
 /**
  * A CLIP tokenizer that gives the same ids as transformers 5's `CLIPTokenizer` (the Hugging Face tokenizers backend):
@@ -200,25 +201,8 @@ async function pathExists(path: string): Promise<boolean> {
   }
 }
 
-async function readJsonFile(path: string, expected: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    throw new ModelLoadError(path, `cannot read ${expected}`, { cause: error });
-  }
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw new ModelLoadError(path, `expected ${expected}, but the file is not valid JSON`, { cause: error });
-  }
-}
-
 async function readOptionalJsonObject(path: string): Promise<Record<string, unknown>> {
-  if (!(await pathExists(path))) return {};
-  const value = await readJsonFile(path, 'a JSON object');
-  if (!isRecord(value)) throw new ModelLoadError(path, 'expected a JSON object');
-  return value;
+  return (await pathExists(path)) ? readConfigFile(path, 'a JSON object') : {};
 }
 
 export class CLIPTokenizer {
@@ -325,7 +309,7 @@ export class CLIPTokenizer {
     const mergesPath = join(dir, 'merges.txt');
     const tokenizerJsonPath = join(dir, 'tokenizer.json');
     if (await pathExists(vocabPath)) {
-      const vocab = parseVocab(await readJsonFile(vocabPath, 'a JSON object of token → id'), vocabPath, fail);
+      const vocab = parseVocab(await readConfigFile(vocabPath, 'a JSON object of token → id'), vocabPath, fail);
       if (!(await pathExists(mergesPath))) {
         throw new ModelLoadError(
           mergesPath,
@@ -348,8 +332,8 @@ export class CLIPTokenizer {
       );
     }
     if (await pathExists(tokenizerJsonPath)) {
-      const tokenizerJson = await readJsonFile(tokenizerJsonPath, 'a tokenizers JSON object');
-      if (!isRecord(tokenizerJson) || !isRecord(tokenizerJson.model)) {
+      const tokenizerJson = await readConfigFile(tokenizerJsonPath, 'a tokenizers JSON object');
+      if (!isRecord(tokenizerJson.model)) {
         throw new ModelLoadError(tokenizerJsonPath, 'expected a tokenizers JSON object with a "model" object');
       }
       const { model } = tokenizerJson;

@@ -309,7 +309,7 @@ export class CLIPTokenizer {
     const mergesPath = join(dir, 'merges.txt');
     const tokenizerJsonPath = join(dir, 'tokenizer.json');
     if (await pathExists(vocabPath)) {
-      const vocab = parseVocab(await readConfigFile(vocabPath, 'a JSON object of token → id'), vocabPath, fail);
+      const vocab = parseVocab(await readConfigFile(vocabPath, 'a JSON object mapping token strings to integer ids'), vocabPath, fail);
       if (!(await pathExists(mergesPath))) {
         throw new ModelLoadError(
           mergesPath,

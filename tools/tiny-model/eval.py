@@ -2,12 +2,16 @@
 copies of the exported weights) and the 48-case colour check of eval_cases.json.
 
     /usr/bin/python3 tools/tiny-model/eval.py [--work /tmp/tiny-model-work] [--samples /tmp/tiny-model-samples]
+        [--guidance 7.5 1] [--random 240]
+
+--random N adds a held-out check beyond the 48 fixed cases: N random fully specified prompts with random seeds.
 
 (eval.mjs runs the same check on the exported ONNX files with onnxruntime-node.)
 """
 import argparse
 import json
 import os
+import random
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,6 +80,29 @@ def position_score(imgs, cases):
     return sum(g.locate(im) == g.POSITIONS[c["position"]] for im, c in pairs), len(pairs)
 
 
+def random_check(te, unet, dec, tok, scale, n, guidances, batch=48):
+    """Colour and position accuracy on n random fully specified prompts and seeds (random.Random(99))."""
+    rng = random.Random(99)
+    cases = []
+    for _ in range(n):
+        color, shape, size, pos, bg = g.random_attrs(rng)
+        cases.append((g.full_prompt(color, shape, size, pos, bg), rng.randrange(1 << 30), color, bg, pos))
+    for gs in guidances:
+        both = shapes = backgrounds = positions = 0
+        for k in range(0, n, batch):
+            chunk = cases[k : k + batch]
+            imgs = generate(te, unet, dec, tok, scale, [c[0] for c in chunk], [c[1] for c in chunk], guidance=gs)
+            for im, (_, _, color, bg, pos) in zip(imgs, chunk):
+                s, b = g.classify(im)
+                both += s == color and b == bg
+                shapes += s == color
+                backgrounds += b == bg
+                positions += g.locate(im) == g.POSITIONS[pos]
+        pct = lambda k: f"{k / n * 100:.1f}%"  # noqa: E731
+        print(f"random {n}, guidance {gs}: colours {pct(both)} (shape {pct(shapes)}, background {pct(backgrounds)}); "
+              f"position {pct(positions)}")
+
+
 @torch.no_grad()
 def dump_ref(path, te, unet, dec, enc, tok, cases):
     """Reference tensors for eval.mjs's ONNX parity check (batch 3) and torch's initial noise."""
@@ -104,6 +131,7 @@ def main():
     ap.add_argument("--samples", default="/tmp/tiny-model-samples")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--guidance", type=float, nargs="*", default=[7.5, 1.0])
+    ap.add_argument("--random", type=int, default=0, help="also check this many random prompts and seeds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tok = ct.CLIPTokenizer.load(os.path.join(args.model, "tokenizer"))
@@ -139,6 +167,8 @@ def main():
     imgs = generate(te, unet, dec, tok, ck["scale"], extra, list(range(len(extra))))
     grid(imgs, zoom=3).save(os.path.join(args.samples, "examples.png"))
     print(f"samples in {args.samples}")
+    if args.random:
+        random_check(te, unet, dec, tok, ck["scale"], args.random, args.guidance)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ DEFAULT_OUT = os.path.join(REPO, "packages", "model-tiny", "model")
 SCHED = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 P_UNCOND = 0.15  # captions dropped to "" for classifier-free guidance
 P_NOISE_WORD = 0.1  # captions with out-of-grammar junk inserted (so the model learns to ignore it)
+# Each colour word of a caption names a wrong colour with this probability (--p-wrong-colour), as web alt-text
+# is imperfect: the conditional model alone then draws a wrong colour now and then, and classifier-free guidance
+# (sampling towards p(caption | image)) corrects it, as it does for Stable Diffusion.
+P_WRONG_COLOUR = 0.1
 
 
 def alphas_cumprod():
@@ -108,10 +112,15 @@ def junk_word(rng):
     return "".join(rng.choice(JUNK_CHARS) for _ in range(rng.randint(1, 8)))
 
 
-def make_caption(attrs, rng):
+def wrong_colour(colour, p_wrong, rng):
+    return rng.choice([c for c in g.COLORS if c != colour]) if rng.random() < p_wrong else colour
+
+
+def make_caption(attrs, rng, p_wrong_colour):
     if rng.random() < P_UNCOND:
         return ""
-    cap = g.caption(attrs, rng)
+    colour, shape, size, pos, bg = attrs
+    cap = g.caption((wrong_colour(colour, p_wrong_colour, rng), shape, size, pos, wrong_colour(bg, p_wrong_colour, rng)), rng)
     if rng.random() < P_NOISE_WORD:
         words = cap.split(" ")
         for _ in range(rng.randint(1, 2)):
@@ -145,7 +154,7 @@ def train_unet(tok, attrs, params, scale, args):
             pg["lr"] = lr_at(step, args.steps, args.lr, 200)
         # each (latent, caption) pair is used twice, at two noise levels: halves the text-encoder work
         idx = torch.randint(0, n, (args.batch // 2,), generator=gen)
-        ids = torch.tensor([tok(make_caption(attrs[i], rng)) for i in idx.tolist()], dtype=torch.int32)
+        ids = torch.tensor([tok(make_caption(attrs[i], rng, args.p_wrong_colour)) for i in idx.tolist()], dtype=torch.int32)
         idx = torch.cat([idx, idx])
         x0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scale
         t = torch.randint(0, SCHED["num_train_timesteps"], (args.batch,), generator=gen)
@@ -260,6 +269,7 @@ def main():
     ap.add_argument("--min-snr", type=float, default=5.0)
     ap.add_argument("--x0-weight", type=float, default=0.1)
     ap.add_argument("--ctx-dim", type=int, default=64)
+    ap.add_argument("--p-wrong-colour", type=float, default=P_WRONG_COLOUR, help="share of wrong colour words")
     ap.add_argument("--reuse-vae", action="store_true", help="load VAE + latents from --work")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-onnx", action="store_true")

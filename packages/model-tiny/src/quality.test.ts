@@ -24,13 +24,15 @@ describe('the embedded model through StableDiffusionPipeline', () => {
       return images[0];
     });
 
-  it('draws the prompt’s shape and background colours in at least 90 % of 48 cases, better with guidance', async () => {
+  // The model was trained on captions whose colour words are sometimes wrong, so the conditional branch alone
+  // (guidance 1) often draws another colour and only classifier-free guidance gets the colours right: a broken
+  // guidance step in the pipeline shows here as a lost gap.
+  it('draws the prompt’s shape and background colours in at least 90 % of 48 cases, clearly fewer without guidance', async () => {
     expect(cases).toHaveLength(48);
     const guided = await accuracyAt(DEFAULTS.guidanceScale);
     const unguided = await accuracyAt(1);
-    expect(guided.failures).toEqual([]);
     expect(guided.accuracy).toBeGreaterThanOrEqual(0.9);
-    expect(guided.accuracy).toBeGreaterThan(unguided.accuracy);
+    expect(unguided.accuracy).toBeLessThanOrEqual(guided.accuracy - 0.2);
   }, 120_000);
 
   it('gets its colours from the prompt: the unconditional branch alone is near chance', async () => {

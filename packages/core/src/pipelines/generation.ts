@@ -36,11 +36,13 @@ export function startGeneration(
   return { callbacks, scheduler: pipeline.scheduler.clone(), context };
 }
 
-/** diffusers' default picture size: the UNet config's `sample_size` × the VAE factor. */
-export function defaultPictureSize(
+/** The picture size asked for, else diffusers' default: the UNet config's `sample_size` × the VAE factor. */
+export function pictureSize(
+  options: { readonly height?: number; readonly width?: number },
   components: { readonly unetConfig: Record<string, unknown>; readonly vaeScaleFactor: number },
   fallbackSampleSize: number,
-): number {
+): { height: number; width: number } {
   const sampleSize = components.unetConfig.sample_size;
-  return (typeof sampleSize === 'number' ? sampleSize : fallbackSampleSize) * components.vaeScaleFactor;
+  const defaultSize = (typeof sampleSize === 'number' ? sampleSize : fallbackSampleSize) * components.vaeScaleFactor;
+  return { height: options.height ?? defaultSize, width: options.width ?? defaultSize };
 }

@@ -1,8 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import sharp from 'sharp';
 import { GraphBuilder } from '../__fixtures__/onnx-graph.js';
 import { writeToyPipeline } from '../__fixtures__/toy-models.js';
@@ -16,6 +14,7 @@ import { Tensor } from '../tensor.js';
 import type { RawImage } from './images.js';
 import { AutoPipelineForText2Image } from './auto-pipeline.js';
 import { StableDiffusionControlNetPipeline, type StableDiffusionControlNetOptions } from './stable-diffusion-controlnet.js';
+import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
 
 type Name = StableDiffusionControlNetTensorName;
 type LatentOptions = Partial<StableDiffusionControlNetOptions<Name, 'latent'>>;
@@ -351,9 +350,8 @@ describe('StableDiffusionControlNetPipeline.fromPretrained', () => {
   });
 });
 
-// The diffusers references, where the shared conformance data is present (packages/core → ../../../shared).
-const CONFORMANCE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', '..', 'shared', 'conformance');
-const REFS_PATH = join(CONFORMANCE_DIR, 'refs.json');
+// The diffusers references, where the shared conformance data is present.
+const CONFORMANCE_DIR = SHARED_CONFORMANCE_DIR;
 
 interface ControlNetRunRef {
   id: string;
@@ -372,9 +370,9 @@ interface ControlNetRunRef {
 
 const SCHEDULER_CLASSES: Readonly<Record<string, string>> = { pndm: 'PNDMScheduler', ddim: 'DDIMScheduler' };
 const CONFORMANCE_CASES = ['cn-pndm-default', 'cn-guess-mode', 'cn-cfgcut'];
-const controlnetRuns: ControlNetRunRef[] = existsSync(REFS_PATH)
-  ? (JSON.parse(readFileSync(REFS_PATH, 'utf8')) as { controlnet_runs: ControlNetRunRef[] }).controlnet_runs.filter((run) => CONFORMANCE_CASES.includes(run.id))
-  : [];
+const controlnetRuns: ControlNetRunRef[] = (readSharedRefs<{ controlnet_runs: ControlNetRunRef[] }>()?.controlnet_runs ?? []).filter((run) =>
+  CONFORMANCE_CASES.includes(run.id),
+);
 
 /** diffusers' snake_case `__call__` kwargs as this pipeline's options. */
 function camelCaseKeys(kwargs: Record<string, unknown>): Record<string, unknown> {

@@ -21,7 +21,7 @@ import {
   timestepFeed,
   type OutputType,
   type PipelineOutput } from './steps.js';
-import { checkGenerationOptions } from './validation.js';
+import { generationSettings } from './validation.js';
 
 export interface StableDiffusionControlNetLoadOptions extends PipelineLoadOptions {
   /**
@@ -135,10 +135,13 @@ export class StableDiffusionControlNetPipeline {
     options: StableDiffusionControlNetOptions<Requested, Output>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, vaeScaleFactor, controlnets } = this.components;
-    const { numInferenceSteps = 50, guidanceScale = 7.5, guidanceRescale = 0, numImagesPerPrompt = 1, generator } = options;
     const control = controlSettings(options, controlnets);
-    const { height, width } = await outputSize(options, control.images[0], vaeScaleFactor);
-    checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
+    const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
+      options,
+      await outputSize(options, control.images[0], vaeScaleFactor),
+      { guidanceScale: 7.5, vaeScaleFactor },
+    );
+    const { generator } = options;
     const { callbacks, scheduler, context } = startGeneration('StableDiffusionControlNetPipeline', this, options);
     const residualNames = await this.residualNames();
     const doClassifierFreeGuidance = guidanceScale > 1;

@@ -14,7 +14,7 @@ import type { ImageInput } from './images.js';
 import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
 import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
 import { encodeGuidedPrompt, finishOutput, predictNoiseWithUnet, type OutputType, type PipelineOutput } from './steps.js';
-import { checkGenerationOptions } from './validation.js';
+import { generationSettings } from './validation.js';
 
 export interface StableDiffusionImg2ImgOptions<Requested extends StableDiffusionTensorName = 'latents', Output extends OutputType = 'image'>
   extends StableDiffusionBaseOptions<StableDiffusionTensorName, Requested, Output> {
@@ -63,16 +63,12 @@ export class StableDiffusionImg2ImgPipeline {
     options: StableDiffusionImg2ImgOptions<Requested, Output>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, vaeScaleFactor } = this.components;
-    const {
-      strength = 0.8,
-      numInferenceSteps = 50,
-      guidanceScale = 7.5,
-      guidanceRescale = 0,
-      numImagesPerPrompt = 1,
-      generator,
-    } = options;
-    const size = await defaultImageSize(options.image, vaeScaleFactor);
-    checkGenerationOptions({ ...size, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
+    const { numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, ...size } = generationSettings(
+      options,
+      await defaultImageSize(options.image, vaeScaleFactor),
+      { guidanceScale: 7.5, vaeScaleFactor },
+    );
+    const { strength = 0.8, generator } = options;
     const { callbacks, scheduler, context } = startGeneration('StableDiffusionImg2ImgPipeline', this, options);
     const timesteps = strengthTimesteps(scheduler, numInferenceSteps, strength);
 

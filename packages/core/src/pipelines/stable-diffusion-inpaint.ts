@@ -4,7 +4,7 @@ import { randn } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
-import { defaultPictureSize, startGeneration } from './generation.js';
+import { pictureSize, startGeneration } from './generation.js';
 import {
   blendKnownRegion,
   encodeImageLatents,
@@ -28,7 +28,7 @@ import {
   repeatRows,
   type OutputType,
   type PipelineOutput } from './steps.js';
-import { checkGenerationOptions } from './validation.js';
+import { generationSettings } from './validation.js';
 
 export interface StableDiffusionInpaintOptions<Requested extends StableDiffusionInpaintTensorName = 'latents', Output extends OutputType = 'image'>
   extends StableDiffusionBaseOptions<StableDiffusionInpaintTensorName, Requested, Output> {
@@ -109,18 +109,12 @@ export class StableDiffusionInpaintPipeline {
     options: StableDiffusionInpaintOptions<Requested, Output>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, vaeScaleFactor } = this.components;
-    const defaultSize = defaultPictureSize(this.components, 64);
-    const {
-      height = defaultSize,
-      width = defaultSize,
-      strength = 1,
-      numInferenceSteps = 50,
-      guidanceScale = 7.5,
-      guidanceRescale = 0,
-      numImagesPerPrompt = 1,
-      generator,
-    } = options;
-    checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
+    const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
+      options,
+      pictureSize(options, this.components, 64),
+      { guidanceScale: 7.5, vaeScaleFactor },
+    );
+    const { strength = 1, generator } = options;
     await checkSameSize(options.image, options.maskImage);
     const { callbacks, scheduler, context } = startGeneration('StableDiffusionInpaintPipeline', this, options);
     const inChannels = await this.unetInChannels();

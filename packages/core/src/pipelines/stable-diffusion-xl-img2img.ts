@@ -19,7 +19,7 @@ import {
   type StableDiffusionXLLoadOptions,
 } from './stable-diffusion-xl-steps.js';
 import { finishOutput, type OutputType, type PipelineOutput } from './steps.js';
-import { checkGenerationOptions } from './validation.js';
+import { generationSettings } from './validation.js';
 
 export interface StableDiffusionXLImg2ImgLoadOptions extends StableDiffusionXLLoadOptions {
   /**
@@ -88,13 +88,13 @@ export class StableDiffusionXLImg2ImgPipeline {
     options: StableDiffusionXLImg2ImgOptions<Requested, Output>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, unetConfig, vaeScaleFactor } = this.components;
-    const size = await defaultImageSize(options.image, vaeScaleFactor);
+    const { numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, ...size } = generationSettings(
+      options,
+      await defaultImageSize(options.image, vaeScaleFactor),
+      { guidanceScale: 5, vaeScaleFactor },
+    );
     const {
       strength = 0.3,
-      numInferenceSteps = 50,
-      guidanceScale = 5,
-      guidanceRescale = 0,
-      numImagesPerPrompt = 1,
       originalSize = [size.height, size.width],
       cropsCoordsTopLeft = [0, 0],
       targetSize = [size.height, size.width],
@@ -105,7 +105,6 @@ export class StableDiffusionXLImg2ImgPipeline {
       negativeAestheticScore = 2.5,
       generator,
     } = options;
-    checkGenerationOptions({ ...size, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
     checkMicroConditioning({ originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize });
     if (!Number.isFinite(aestheticScore) || !Number.isFinite(negativeAestheticScore)) {
       throw new InvalidArgumentError(`aestheticScore and negativeAestheticScore must be finite numbers, got ${aestheticScore} and ${negativeAestheticScore}.`);

@@ -1,8 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { TOY_SEQUENCE_LENGTH, writeToyPipeline } from '../__fixtures__/toy-models.js';
 import { GenerationContext } from '../callbacks/context.js';
 import type { CallbackOnStepEnd, CallbackPipeline, StableDiffusionXLTensorName } from '../contract.js';
@@ -15,6 +13,7 @@ import { StableDiffusionXLPipeline, type StableDiffusionXLOptions } from './stab
 import { StableDiffusionPipeline } from './stable-diffusion.js';
 import { encodePromptXL, predictNoiseXL, type PromptXLSettings } from './stable-diffusion-xl-steps.js';
 import { runTextEncoder } from './steps.js';
+import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
 
 const HIDDEN = 8;
 let dir: string;
@@ -299,9 +298,8 @@ describe('AutoPipelineForText2Image', () => {
   });
 });
 
-// The diffusers references, where the shared conformance data is present (packages/core → ../../../shared).
-const CONFORMANCE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', '..', 'shared', 'conformance');
-const REFS_PATH = join(CONFORMANCE_DIR, 'refs.json');
+// The diffusers references, where the shared conformance data is present.
+const CONFORMANCE_DIR = SHARED_CONFORMANCE_DIR;
 
 interface SdxlRunRef {
   id: string;
@@ -329,9 +327,9 @@ const SCHEDULER_CLASSES: Readonly<Record<string, string>> = {
   lms: 'LMSDiscreteScheduler',
 };
 
-const sdxlRuns: SdxlRunRef[] = existsSync(REFS_PATH)
-  ? (JSON.parse(readFileSync(REFS_PATH, 'utf8')) as { sdxl_runs: SdxlRunRef[] }).sdxl_runs.filter((run) => ['xl-euler-default', 'xl-interrupt'].includes(run.id))
-  : [];
+const sdxlRuns: SdxlRunRef[] = (readSharedRefs<{ sdxl_runs: SdxlRunRef[] }>()?.sdxl_runs ?? []).filter((run) =>
+  ['xl-euler-default', 'xl-interrupt'].includes(run.id),
+);
 
 /** diffusers' snake_case `__call__` kwargs as this pipeline's options. */
 function camelCaseKeys(kwargs: Record<string, unknown>): Record<string, unknown> {

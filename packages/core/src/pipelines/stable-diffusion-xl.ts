@@ -2,7 +2,7 @@ import type { StableDiffusionXLTensorName } from '../contract.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import type { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
-import { defaultPictureSize, startGeneration } from './generation.js';
+import { pictureSize, startGeneration } from './generation.js';
 import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
 import {
   checkMicroConditioning,
@@ -17,7 +17,7 @@ import {
   type StableDiffusionXLLoadOptions,
 } from './stable-diffusion-xl-steps.js';
 import { finishOutput, prepareLatents, type OutputType, type PipelineOutput } from './steps.js';
-import { checkGenerationOptions } from './validation.js';
+import { generationSettings } from './validation.js';
 
 /** Options shared by the SDXL pipelines (diffusers' `__call__` arguments, camelCased). */
 export interface StableDiffusionXLBaseOptions<Requested extends StableDiffusionXLTensorName, Output extends OutputType>
@@ -75,14 +75,12 @@ export class StableDiffusionXLPipeline {
     options: StableDiffusionXLOptions<Requested, Output>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, unetConfig, vaeScaleFactor } = this.components;
-    const defaultSize = defaultPictureSize(this.components, 128);
+    const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
+      options,
+      pictureSize(options, this.components, 128),
+      { guidanceScale: 5, vaeScaleFactor },
+    );
     const {
-      height = defaultSize,
-      width = defaultSize,
-      numInferenceSteps = 50,
-      guidanceScale = 5,
-      guidanceRescale = 0,
-      numImagesPerPrompt = 1,
       originalSize = [height, width],
       cropsCoordsTopLeft = [0, 0],
       targetSize = [height, width],
@@ -91,7 +89,6 @@ export class StableDiffusionXLPipeline {
       negativeTargetSize,
       generator,
     } = options;
-    checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
     checkMicroConditioning({ originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize });
     const { callbacks, scheduler, context } = startGeneration('StableDiffusionXLPipeline', this, options);
     const doClassifierFreeGuidance = guidanceScale > 1;

@@ -4,7 +4,7 @@ import type { Scheduler } from '../schedulers/scheduler.js';
 import type { Tensor } from '../tensor.js';
 import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
 import { denoise } from './denoise.js';
-import { defaultPictureSize, startGeneration } from './generation.js';
+import { pictureSize, startGeneration } from './generation.js';
 import {
   encodeGuidedPrompt,
   finishOutput,
@@ -13,7 +13,7 @@ import {
   type OutputType,
   type PipelineOutput,
 } from './steps.js';
-import { checkGenerationOptions } from './validation.js';
+import { generationSettings } from './validation.js';
 
 /** Options shared by the SD 1.x pipelines (diffusers' `__call__` arguments, camelCased). */
 export interface StableDiffusionBaseOptions<Name extends string, Requested extends Name, Output extends OutputType> {
@@ -63,17 +63,12 @@ export class StableDiffusionPipeline {
     options: StableDiffusionOptions<Requested, Output>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, vaeScaleFactor } = this.components;
-    const defaultSize = defaultPictureSize(this.components, 64);
-    const {
-      height = defaultSize,
-      width = defaultSize,
-      numInferenceSteps = 50,
-      guidanceScale = 7.5,
-      guidanceRescale = 0,
-      numImagesPerPrompt = 1,
-      generator,
-    } = options;
-    checkGenerationOptions({ height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, vaeScaleFactor });
+    const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
+      options,
+      pictureSize(options, this.components, 64),
+      { guidanceScale: 7.5, vaeScaleFactor },
+    );
+    const { generator } = options;
     const { callbacks, scheduler, context } = startGeneration('StableDiffusionPipeline', this, options);
     const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, guidanceScale > 1);
 

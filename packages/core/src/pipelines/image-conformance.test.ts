@@ -1,8 +1,6 @@
 // The image-conditioned pipelines against diffusers itself (the shared refs.json), where the shared conformance data
 // is present: per-step latents within 5e-4 + 5e-4·|ref|, the image within 1e-3.
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { CallbackKwargs, CallbackPipeline } from '../contract.js';
 import { Generator } from '../random/generator.js';
 import { schedulerFromConfig } from '../schedulers/index.js';
@@ -10,9 +8,9 @@ import type { Tensor } from '../tensor.js';
 import type { RawImage } from './images.js';
 import { StableDiffusionImg2ImgPipeline } from './stable-diffusion-img2img.js';
 import { StableDiffusionInpaintPipeline } from './stable-diffusion-inpaint.js';
+import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
 
-const conformance = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..', '..', '..', 'shared', 'conformance');
-const refsPath = join(conformance, 'refs.json');
+const conformance = SHARED_CONFORMANCE_DIR;
 
 interface RunRef {
   id: string;
@@ -27,7 +25,7 @@ interface RunRef {
 }
 
 const SCHEDULER_CLASSES: Record<string, string> = { ddim: 'DDIMScheduler', pndm: 'PNDMScheduler' };
-const refs = existsSync(refsPath) ? (JSON.parse(readFileSync(refsPath, 'utf8')) as { sd_runs: RunRef[]; inpaint_runs: RunRef[] }) : undefined;
+const refs = readSharedRefs<{ sd_runs: RunRef[]; inpaint_runs: RunRef[] }>();
 const refCase = (section: 'sd_runs' | 'inpaint_runs', id: string) => refs![section].find((entry) => entry.id === id)!;
 
 /** numpy's round: halves go to the even neighbour. */

@@ -1,9 +1,10 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError } from '../errors.js';
 import { fmaFloat32 } from './cephes.js';
 import { Generator, defaultGenerator, rand, randn } from './generator.js';
 import { logDouble, sinCosDouble } from './libm.js';
+import { readSharedRefs } from '../__fixtures__/shared-conformance.js';
 
 interface Case {
   seed: string;
@@ -188,23 +189,22 @@ describe('float math helpers', () => {
 });
 
 // The full conformance references, where this checkout has them (CI may not).
-const refsPath = fileURLToPath(new URL('../../../../../shared/conformance/refs.json', import.meta.url));
-(existsSync(refsPath) ? describe : describe.skip)('shared/conformance/refs.json randn', () => {
-  interface Reference {
-    seed: number;
-    shape: number[];
-    first: { data?: number[]; head?: number[]; tail?: number[] };
-    then5: { data: number[] };
-  }
+const sharedRefs = readSharedRefs<{ randn: Reference[] }>();
+interface Reference {
+  seed: number;
+  shape: number[];
+  first: { data?: number[]; head?: number[]; tail?: number[] };
+  then5: { data: number[] };
+}
+(sharedRefs ? describe : describe.skip)('shared/conformance/refs.json randn', () => {
   it('matches every case bit for bit', () => {
-    const references = (JSON.parse(readFileSync(refsPath, 'utf8')) as { randn: Reference[] }).randn;
-    for (const reference of references) {
+    for (const reference of sharedRefs!.randn) {
       const generator = seeded(reference.seed);
       const noise = randn(reference.shape, { generator }).data;
       const { data, head = data ?? [], tail = [] } = reference.first;
       expectMatches(noise, { seed: String(reference.seed), shape: reference.shape, dtype: 'float32', head, tail });
       expect(randn([5], { generator }).data).toEqual(stored(reference.then5.data, 'float32'));
     }
-    expect(references.length).toBeGreaterThanOrEqual(27);
+    expect(sharedRefs!.randn.length).toBeGreaterThanOrEqual(27);
   });
 });

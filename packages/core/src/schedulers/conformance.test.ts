@@ -1,10 +1,9 @@
-import { existsSync, readFileSync } from 'node:fs';
 
 import { runToyTrajectory } from './__fixtures__/toy-trajectory.js';
 import { SCHEDULER_CLASS_NAMES, schedulerFromConfig } from './index.js';
+import { readSharedRefs } from '../__fixtures__/shared-conformance.js';
 
 /** The full diffusers references; checked only where the shared conformance data is present. */
-const REFS_PATH = '/work/shared/conformance/refs.json';
 
 const CLASS_OF_CASE: Readonly<Record<string, string>> = {
   pndm: 'PNDMScheduler',
@@ -28,11 +27,9 @@ interface RefCase {
   trajectory: { scaled_input_sum: number; prev: number[] }[];
 }
 
-const cases: RefCase[] = existsSync(REFS_PATH)
-  ? (JSON.parse(readFileSync(REFS_PATH, 'utf8')) as { schedulers: RefCase[] }).schedulers.filter((c) =>
-      SCHEDULER_CLASS_NAMES.includes(CLASS_OF_CASE[c.scheduler]),
-    )
-  : [];
+const cases: RefCase[] = (readSharedRefs<{ schedulers: RefCase[] }>()?.schedulers ?? []).filter((c) =>
+  SCHEDULER_CLASS_NAMES.includes(CLASS_OF_CASE[c.scheduler]),
+);
 
 /** Largest |ours − ref| − bound over the elements: ≤ 0 passes. */
 function worstExcess(ours: ArrayLike<number>, ref: readonly number[], absolute: number, relative: number): number {

@@ -1,10 +1,11 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError, ModelLoadError } from '../errors.js';
 import { CLIPTokenizer } from './clip-tokenizer.js';
+import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const fixtures = join(here, '__fixtures__');
@@ -248,8 +249,7 @@ describe('CLIPTokenizer (hand-made fixture)', () => {
 });
 
 // The shared conformance data (real CLIP vocabulary) lives beside the repository; CI may not have it.
-const conformance = join(here, '..', '..', '..', '..', '..', 'shared', 'conformance');
-const refsPath = join(conformance, 'refs.json');
+const conformance = SHARED_CONFORMANCE_DIR;
 
 interface TokenizerCase {
   prompt: string;
@@ -258,9 +258,7 @@ interface TokenizerCase {
   ids_pad_bang: number[];
 }
 
-const referenceCases: TokenizerCase[] = existsSync(refsPath)
-  ? JSON.parse(readFileSync(refsPath, 'utf8')).tokenizer.cases
-  : [];
+const referenceCases: TokenizerCase[] = readSharedRefs<{ tokenizer: { cases: TokenizerCase[] } }>()?.tokenizer.cases ?? [];
 const describeWithConformance = referenceCases.length > 0 ? describe : describe.skip;
 
 describeWithConformance('CLIPTokenizer against the transformers references (real CLIP vocabulary)', () => {

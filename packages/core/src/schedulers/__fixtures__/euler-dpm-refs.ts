@@ -1,8 +1,9 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import type { Scheduler } from '../scheduler.js';
 import { runToyTrajectory } from './toy-trajectory.js';
+import { readSharedRefs } from '../../__fixtures__/shared-conformance.js';
 
 /** One recorded step of the toy trajectory: `prev_head` is the start of prev_sample (all of it for shared refs). */
 export interface RefStep {
@@ -28,10 +29,9 @@ export function fixtureCases(fileName: string): RefCase[] {
   return (JSON.parse(readFileSync(file, 'utf8')) as { cases: RefCase[] }).cases;
 }
 
-/** packages/core/../../../shared/conformance/refs.json: the full references, present on the project's machines. */
-const SHARED_REFS = fileURLToPath(new URL('../../../../../../shared/conformance/refs.json', import.meta.url));
+const sharedRefs = readSharedRefs<{ schedulers: SharedCase[] }>();
 
-export const sharedRefsPresent = existsSync(SHARED_REFS);
+export const sharedRefsPresent = sharedRefs !== undefined;
 
 interface SharedCase extends Omit<RefCase, 'trajectory'> {
   trajectory: { scaled_input_sum: number; prev: number[] }[];
@@ -39,9 +39,8 @@ interface SharedCase extends Omit<RefCase, 'trajectory'> {
 
 /** The refs.json scheduler cases named `names`, every step and value kept; empty without the shared data. */
 export function sharedCases(names: readonly string[]): RefCase[] {
-  if (!sharedRefsPresent) return [];
-  const { schedulers } = JSON.parse(readFileSync(SHARED_REFS, 'utf8')) as { schedulers: SharedCase[] };
-  return schedulers
+  if (!sharedRefs) return [];
+  return sharedRefs.schedulers
     .filter((c) => names.includes(c.scheduler))
     .map((c) => ({
       ...c,

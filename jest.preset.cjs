@@ -11,5 +11,6 @@ module.exports = {
   },
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   testMatch: ['<rootDir>/src/**/*.test.ts'],
+  testTimeout: 60_000,
   testPathIgnorePatterns: ['/node_modules/', '/dist/'],
 };

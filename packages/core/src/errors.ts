@@ -9,6 +9,7 @@ export type DiffErrorCode =
   | 'MODEL_LOAD'
   | 'MODEL_RUN'
   | 'CALLBACK'
+  | 'PLUGIN_LOAD'
   | 'ABORTED';
 
 export class DiffError extends Error {
@@ -76,5 +77,14 @@ export class ModelRunError extends DiffError {
   constructor(path: string, message: string, options?: { cause?: unknown }) {
     super('MODEL_RUN', `${path}: ${message}`, options);
     this.path = path;
+  }
+}
+
+/** An installed callback package could not be loaded. `packageName` names it. */
+export class PluginLoadError extends DiffError {
+  readonly packageName: string;
+  constructor(packageName: string, message: string, options?: { cause?: unknown }) {
+    super('PLUGIN_LOAD', `${packageName}: ${message}`, options);
+    this.packageName = packageName;
   }
 }

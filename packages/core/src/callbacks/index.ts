@@ -1,3 +1,3 @@
 export { PipelineCallback, MultiPipelineCallbacks, type PipelineCallbackOptions } from './pipeline-callback.js';
-export { resolveStepEndCallbacks, StepEndCallbacks } from './step-end.js';
-export { GenerationContext } from './context.js';
+export { resolveCallbacks, GenerationCallbacks } from './resolve.js';
+export { GenerationContext, type CfgLayout } from './context.js';

@@ -1,9 +1,10 @@
 import type {
+  CallbackHookName,
   CallbackKwargs,
   CallbackPipeline,
+  CallbackPlugin,
   CallbackResult,
   CallbackTensorName,
-  StepEndCallback,
 } from '../contract.js';
 import { InvalidArgumentError } from '../errors.js';
 
@@ -19,7 +20,7 @@ export interface PipelineCallbackOptions {
  * Base class of the official callbacks (diffusers' `PipelineCallback`): validates the cut-off options and computes
  * the cut-off step. Subclasses declare `tensorInputs` and implement `callbackFn`.
  */
-export abstract class PipelineCallback<Name extends string = CallbackTensorName> implements StepEndCallback<Name> {
+export abstract class PipelineCallback<Name extends string = CallbackTensorName> implements CallbackPlugin<Name> {
   readonly specificationVersion = 'v1' as const;
   abstract readonly tensorInputs: readonly Name[];
   readonly optionalTensorInputs?: readonly CallbackTensorName[];
@@ -75,12 +76,12 @@ export abstract class PipelineCallback<Name extends string = CallbackTensorName>
  * kwargs the previous returned; the tensor inputs are the union of theirs, without duplicates. Pipelines unfold it
  * so that an error names the member that failed.
  */
-export class MultiPipelineCallbacks<Name extends string = CallbackTensorName> implements StepEndCallback<Name> {
+export class MultiPipelineCallbacks<Name extends string = CallbackTensorName> implements CallbackPlugin<Name> {
   readonly specificationVersion = 'v1' as const;
   readonly name = 'MultiPipelineCallbacks';
-  readonly callbacks: readonly StepEndCallback<Name>[];
+  readonly callbacks: readonly CallbackPlugin<Name>[];
 
-  constructor(callbacks: readonly StepEndCallback<Name>[]) {
+  constructor(callbacks: readonly CallbackPlugin<Name>[]) {
     if (!Array.isArray(callbacks)) {
       throw new InvalidArgumentError('MultiPipelineCallbacks takes an array of callbacks.');
     }
@@ -95,7 +96,16 @@ export class MultiPipelineCallbacks<Name extends string = CallbackTensorName> im
     return [...new Set(this.callbacks.flatMap((callback) => callback.optionalTensorInputs ?? []))];
   }
 
-  async onStepEnd(
+  onStepBegin(pipeline: CallbackPipeline, stepIndex: number, timestep: number, callbackKwargs: CallbackKwargs<Name>) {
+    return this.runHook('onStepBegin', pipeline, stepIndex, timestep, callbackKwargs);
+  }
+
+  onStepEnd(pipeline: CallbackPipeline, stepIndex: number, timestep: number, callbackKwargs: CallbackKwargs<Name>) {
+    return this.runHook('onStepEnd', pipeline, stepIndex, timestep, callbackKwargs);
+  }
+
+  private async runHook(
+    hook: CallbackHookName,
     pipeline: CallbackPipeline,
     stepIndex: number,
     timestep: number,
@@ -103,7 +113,8 @@ export class MultiPipelineCallbacks<Name extends string = CallbackTensorName> im
   ): Promise<Partial<CallbackKwargs<Name>>> {
     let kwargs = callbackKwargs;
     for (const callback of this.callbacks) {
-      kwargs = ((await callback.onStepEnd(pipeline, stepIndex, timestep, kwargs)) ?? kwargs) as CallbackKwargs<Name>;
+      const result = await callback[hook]?.(pipeline, stepIndex, timestep, kwargs);
+      kwargs = (result ?? kwargs) as CallbackKwargs<Name>;
     }
     return kwargs;
   }

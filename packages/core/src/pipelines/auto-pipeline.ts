@@ -29,8 +29,8 @@ export type SharedTensorName = 'latents' | 'promptEmbeds';
 export interface Text2ImagePipeline {
   scheduler: Scheduler;
   readonly callbackTensorInputs: readonly CallbackTensorName[];
-  generate<const Requested extends SharedTensorName = 'latents', Output extends OutputType = 'image'>(
-    options: StableDiffusionBaseOptions<SharedTensorName, Requested, Output> & { height?: number; width?: number },
+  generate<const Requested extends SharedTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends SharedTensorName = 'latents'>(
+    options: StableDiffusionBaseOptions<SharedTensorName, Requested, Output, BeginRequested> & { height?: number; width?: number },
   ): Promise<PipelineOutput<Output>>;
   dispose(): Promise<void>;
 }
@@ -39,8 +39,8 @@ export interface Text2ImagePipeline {
 export interface Image2ImagePipeline {
   scheduler: Scheduler;
   readonly callbackTensorInputs: readonly CallbackTensorName[];
-  generate<const Requested extends SharedTensorName = 'latents', Output extends OutputType = 'image'>(
-    options: StableDiffusionBaseOptions<SharedTensorName, Requested, Output> & { image: ImageInput; strength?: number },
+  generate<const Requested extends SharedTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends SharedTensorName = 'latents'>(
+    options: StableDiffusionBaseOptions<SharedTensorName, Requested, Output, BeginRequested> & { image: ImageInput; strength?: number },
   ): Promise<PipelineOutput<Output>>;
   dispose(): Promise<void>;
 }

@@ -1,5 +1,6 @@
 import type { GenerationContext } from '../callbacks/context.js';
-import type { StepEndCallbacks } from '../callbacks/step-end.js';
+import type { GenerationCallbacks } from '../callbacks/resolve.js';
+import type { CallbackHookName } from '../contract.js';
 import type { Generator } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { Tensor } from '../tensor.js';
@@ -16,7 +17,7 @@ export interface DenoisingRun<Name extends string> {
   /** The loop state callbacks may read and replace; `latents` is always there. */
   tensors: TensorMap<Name>;
   pipeline: GenerationContext;
-  callbacks: StepEndCallbacks;
+  callbacks: GenerationCallbacks;
   generator?: Generator;
   /** DDIM's η; schedulers without one ignore it. */
   eta?: number;
@@ -30,17 +31,32 @@ export interface DenoisingRun<Name extends string> {
   afterStep?(latents: Tensor<'float32'>, stepIndex: number, tensors: TensorMap<Name>): Tensor<'float32'>;
 }
 
+/** The final latents, and the step after which a callback interrupted the run (`undefined`: it ran to the end). */
+export interface DenoisingResult {
+  latents: Tensor<'float32'>;
+  interruptedAtStep?: number;
+}
+
 /**
- * The denoising loop every pipeline shares — diffusers' loop, top to bottom: skip when interrupted, predict the
- * noise (doubled batch under guidance), guide, step the scheduler, then let the callbacks read and replace tensors.
- * Returns the final latents.
+ * The denoising loop every pipeline shares — diffusers' loop, top to bottom: stop when interrupted, step-begin
+ * callbacks, predict the noise (doubled batch under guidance), guide, step the scheduler, then the step-end callbacks
+ * read and replace tensors.
  */
-export async function denoise<Name extends string>(run: DenoisingRun<Name>): Promise<Tensor<'float32'>> {
+export async function denoise<Name extends string>(run: DenoisingRun<Name>): Promise<DenoisingResult> {
   const { scheduler, timesteps, tensors, pipeline, callbacks, generator, eta, guidanceRescale } = run;
+  pipeline.attachLoopTensors(tensors);
+  const runCallbacks = async (hook: CallbackHookName, stepIndex: number, timestep: number, extra?: Record<string, Tensor<'float32'>>) => {
+    if (!callbacks.has(hook)) return;
+    const present = { ...(Object.fromEntries(Object.entries(tensors).filter(([, tensor]) => tensor !== undefined)) as Record<string, Tensor<'float32'>>), ...extra };
+    Object.assign(tensors, await callbacks.run(hook, pipeline, stepIndex, timestep, present));
+  };
+
   for (let stepIndex = 0; stepIndex < timesteps.length; stepIndex++) {
     throwIfAborted(pipeline.signal);
-    if (pipeline.interrupt) continue;
+    if (pipeline.interrupt) return { latents: tensors.latents, interruptedAtStep: stepIndex - 1 };
     const timestep = timesteps[stepIndex];
+    await runCallbacks('onStepBegin', stepIndex, timestep);
+    if (pipeline.interrupt) return { latents: tensors.latents, interruptedAtStep: stepIndex - 1 };
     const cfg = pipeline.doClassifierFreeGuidance;
 
     const latents = tensors.latents;
@@ -50,15 +66,12 @@ export async function denoise<Name extends string>(run: DenoisingRun<Name>): Pro
       const { guided, text } = applyGuidance(noisePred, pipeline.guidanceScale);
       noisePred = guidanceRescale > 0 ? rescaleNoiseCfg(guided, text, guidanceRescale) : guided;
     }
-    let next = scheduler.step(noisePred, timestep, latents, { generator, eta }).prevSample;
-    if (run.afterStep) next = run.afterStep(next, stepIndex, tensors);
-    tensors.latents = next;
+    const { prevSample, predOriginalSample } = scheduler.step(noisePred, timestep, latents, { generator, eta });
+    tensors.latents = run.afterStep ? run.afterStep(prevSample, stepIndex, tensors) : prevSample;
 
-    if (!callbacks.isEmpty) {
-      const present = Object.fromEntries(Object.entries(tensors).filter(([, tensor]) => tensor !== undefined)) as Record<string, Tensor<'float32'>>;
-      Object.assign(tensors, await callbacks.run(pipeline, stepIndex, timestep, present));
-    }
+    await runCallbacks('onStepEnd', stepIndex, timestep, predOriginalSample && { predOriginalSample });
   }
   throwIfAborted(pipeline.signal);
-  return tensors.latents;
+  // diffusers keeps the loop going with `continue` once interrupted; a flag set after the last step skips nothing.
+  return { latents: tensors.latents };
 }

@@ -1,39 +1,68 @@
-import { GenerationContext } from '../callbacks/context.js';
-import { resolveStepEndCallbacks } from '../callbacks/step-end.js';
-import type { CallbackTensorName } from '../contract.js';
+import { GenerationContext, type CfgLayout } from '../callbacks/context.js';
+import { resolveCallbacks, type CallbackOptionValues } from '../callbacks/resolve.js';
+import type { CallbackPipeline, CallbackTensorName } from '../contract.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { latentDecoder } from './steps.js';
+
+/** The CFG layout of the SD 1.x prompt embeddings: `[negative; positive]`, the negative rows also on their own. */
+export const SD_CFG_LAYOUT: CfgLayout = { promptEmbeds: { kind: 'negativeFirst', negative: 'negativePromptEmbeds' } };
+/** SDXL: prompt and pooled embeddings `[negative; positive]`; the time ids as diffusers tiles them, a pair per image. */
+export const SDXL_CFG_LAYOUT: CfgLayout = {
+  promptEmbeds: { kind: 'negativeFirst' },
+  addTextEmbeds: { kind: 'negativeFirst' },
+  addTimeIds: { kind: 'pairTiled' },
+};
+/** The inpainting conditioning, doubled as diffusers does (`torch.cat([mask] * 2)`). */
+export const INPAINT_CFG_LAYOUT: CfgLayout = { mask: { kind: 'duplicated' }, maskedImageLatents: { kind: 'duplicated' } };
+
+/** Which pipeline is generating: its class name and model family, as callbacks see them. */
+export interface PipelineIdentity {
+  readonly name: string;
+  readonly family: CallbackPipeline['modelFamily'];
+}
 
 /** What `startGeneration` needs of a pipeline. */
 interface GeneratingPipeline {
   readonly scheduler: Scheduler;
   readonly callbackTensorInputs: readonly CallbackTensorName[];
-  readonly components: { readonly vaeDecoder: OnnxModel; readonly scalingFactor: number };
+  readonly components: {
+    readonly vaeDecoder: OnnxModel;
+    readonly scalingFactor: number;
+    readonly vaeScaleFactor: number;
+    readonly unetConfig: Readonly<Record<string, unknown>>;
+  };
 }
 
 /**
  * How every `generate` starts: the callbacks resolved and checked against the pipeline's allow-list before any model
  * runs, a fresh scheduler (a clone: concurrent generations never share scheduler state), and a maker for the
- * per-call state the callbacks see, once the schedule and the batch are known.
+ * per-call state the callbacks see, once the schedule, the batch and the CFG layout are known.
  */
 export function startGeneration(
-  pipelineName: string,
+  identity: PipelineIdentity,
   pipeline: GeneratingPipeline,
-  options: { callbackOnStepEnd?: unknown; callbackOnStepEndTensorInputs?: readonly string[]; signal?: AbortSignal },
+  options: CallbackOptionValues & { signal?: AbortSignal },
 ) {
-  const callbacks = resolveStepEndCallbacks(options.callbackOnStepEnd, {
-    tensorInputs: options.callbackOnStepEndTensorInputs,
-    allowed: pipeline.callbackTensorInputs,
-    pipelineName,
-  });
-  const context = (settings: { guidanceScale: number; timesteps: ArrayLike<number>; batchSize: number }) =>
-    new GenerationContext(pipelineName, pipeline.callbackTensorInputs, {
+  const scheduler = pipeline.scheduler.clone();
+  const unavailable: Record<string, string> = scheduler.computesPredOriginalSample
+    ? {}
+    : { predOriginalSample: `${scheduler.className} computes no predicted clean sample; use optionalTensorInputs for it` };
+  const callbacks = resolveCallbacks(options, { pipelineName: identity.name, allowed: pipeline.callbackTensorInputs, unavailable });
+  const { components } = pipeline;
+  const outChannels = components.unetConfig.out_channels;
+  const context = (settings: { guidanceScale: number; timesteps: ArrayLike<number>; batchSize: number; cfgLayout: CfgLayout }) =>
+    new GenerationContext({
       ...settings,
+      pipelineName: identity.name,
+      modelFamily: identity.family,
+      callbackTensorInputs: pipeline.callbackTensorInputs,
+      latentChannels: typeof outChannels === 'number' ? outChannels : 4,
+      vaeScaleFactor: components.vaeScaleFactor,
       signal: options.signal,
-      decodeLatents: latentDecoder(pipeline.components),
+      decodeLatents: latentDecoder(components),
     });
-  return { callbacks, scheduler: pipeline.scheduler.clone(), context };
+  return { callbacks, scheduler, context };
 }
 
 /** The picture size asked for, else diffusers' default: the UNet config's `sample_size` × the VAE factor. */

@@ -1,19 +1,9 @@
 import sharp from 'sharp';
 import { InvalidArgumentError } from '../errors.js';
 import { Tensor } from '../tensor.js';
+import type { RawImage, RgbImage } from '../image-types.js';
 
-/** 8-bit pixels, row-major, interleaved channels: what `sharp(data, { raw })` reads. */
-export interface RawImage {
-  readonly data: Uint8Array;
-  readonly width: number;
-  readonly height: number;
-  readonly channels: 1 | 3 | 4;
-}
-
-/** A generated picture: RGB, ready for `sharp(image.data, { raw: image }).png().toFile(path)` or `saveImage`. */
-export interface RgbImage extends RawImage {
-  readonly channels: 3;
-}
+export type { RawImage, RgbImage } from '../image-types.js';
 
 /** An input picture: a file path, an encoded image (PNG, JPEG, WebP…) in a Buffer, or raw pixels. */
 export type ImageInput = string | Buffer | RawImage;

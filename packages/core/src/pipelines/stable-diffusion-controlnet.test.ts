@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { GraphBuilder } from '../__fixtures__/onnx-graph.js';
 import { writeToyPipeline } from '../__fixtures__/toy-models.js';
-import type { CallbackKwargs, CallbackPipeline, StableDiffusionControlNetTensorName, StepEndCallback } from '../contract.js';
+import type { CallbackKwargs, CallbackPipeline, StableDiffusionControlNetTensorName, CallbackPlugin } from '../contract.js';
 import { InvalidArgumentError, ModelLoadError } from '../errors.js';
 import { Generator } from '../random/generator.js';
 import type { ModelFeeds } from '../runtime/feeds.js';
@@ -70,20 +70,14 @@ const UNET_INPUTS = [
 const scaled = (tensor: Tensor, factor: number) => Array.from(tensor.data, (value) => Math.fround(value * Math.fround(factor)));
 
 /** diffusers' SDCFGCutoffCallback (the plugin package's rule): at the cut-off step, guidance off and every CFG-doubled tensor halved. */
-function cfgCutoff(cutoffStepRatio: number): StepEndCallback<'promptEmbeds'> {
+function cfgCutoff(cutoffStepRatio: number): CallbackPlugin<'promptEmbeds'> {
   return {
     specificationVersion: 'v1',
     name: 'cfgCutoff',
     tensorInputs: ['promptEmbeds'],
-    optionalTensorInputs: ['mask', 'maskedImageLatents', 'image'],
     onStepEnd(state, step, _timestep, kwargs) {
       if (step !== Math.trunc(state.numTimesteps * cutoffStepRatio)) return kwargs;
-      state.guidanceScale = 0;
-      const entries = Object.entries<Tensor>(kwargs).map(([name, tensor]) => {
-        const doubled = tensor.shape[0] === 2 * state.batchSize;
-        return [name, doubled ? tensor.narrow(0, state.batchSize, state.batchSize) : tensor] as const;
-      });
-      return Object.fromEntries(entries) as CallbackKwargs<'promptEmbeds'>;
+      return state.disableGuidance(kwargs);
     },
   };
 }

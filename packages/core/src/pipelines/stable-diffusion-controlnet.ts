@@ -6,7 +6,7 @@ import type { OnnxModel, SessionPool } from '../runtime/onnx-model.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
-import { startGeneration } from './generation.js';
+import { SD_CFG_LAYOUT, startGeneration } from './generation.js';
 import { defaultImageSize } from './image-latents.js';
 import { readImage, type ImageInput } from './images.js';
 import { componentModel, loadCommonComponents, readConfigFile, type CommonComponents, type PipelineLoadOptions } from './loading.js';
@@ -35,7 +35,8 @@ export interface StableDiffusionControlNetLoadOptions extends PipelineLoadOption
 export interface StableDiffusionControlNetOptions<
   Requested extends StableDiffusionControlNetTensorName = 'latents',
   Output extends OutputType = 'image',
-> extends StableDiffusionBaseOptions<StableDiffusionControlNetTensorName, Requested, Output> {
+  BeginRequested extends StableDiffusionControlNetTensorName = 'latents',
+> extends StableDiffusionBaseOptions<StableDiffusionControlNetTensorName, Requested, Output, BeginRequested> {
   /**
    * The control picture, or one per ControlNet (an array, in the ControlNets' order; required with several). Read
    * as diffusers reads a PIL image: converted to RGB (grey pictures, files or 1-channel raw pixels, are repeated on
@@ -102,7 +103,7 @@ const MID_RESIDUAL_INPUT = 'mid_block_additional_residual';
  */
 export class StableDiffusionControlNetPipeline {
   static readonly callbackTensorInputs: readonly StableDiffusionControlNetTensorName[] = [
-    'latents', 'promptEmbeds', 'negativePromptEmbeds', 'image',
+    'latents', 'promptEmbeds', 'negativePromptEmbeds', 'image', 'predOriginalSample',
   ];
   readonly callbackTensorInputs = StableDiffusionControlNetPipeline.callbackTensorInputs;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
@@ -131,8 +132,8 @@ export class StableDiffusionControlNetPipeline {
     return this.#residualNames;
   }
 
-  async generate<const Requested extends StableDiffusionControlNetTensorName = 'latents', Output extends OutputType = 'image'>(
-    options: StableDiffusionControlNetOptions<Requested, Output>,
+  async generate<const Requested extends StableDiffusionControlNetTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends StableDiffusionControlNetTensorName = 'latents'>(
+    options: StableDiffusionControlNetOptions<Requested, Output, BeginRequested>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, vaeScaleFactor, controlnets } = this.components;
     const control = controlSettings(options, controlnets);
@@ -142,7 +143,7 @@ export class StableDiffusionControlNetPipeline {
       { guidanceScale: 7.5, vaeScaleFactor },
     );
     const { generator } = options;
-    const { callbacks, scheduler, context } = startGeneration('StableDiffusionControlNetPipeline', this, options);
+    const { callbacks, scheduler, context } = startGeneration({ name: 'StableDiffusionControlNetPipeline', family: 'stable-diffusion' }, this, options);
     const residualNames = await this.residualNames();
     const doClassifierFreeGuidance = guidanceScale > 1;
     const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, doClassifierFreeGuidance);
@@ -155,9 +156,11 @@ export class StableDiffusionControlNetPipeline {
     const timesteps = scheduler.timesteps;
     const latentShape = [batchSize, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
-    const pipeline = context({ guidanceScale, timesteps, batchSize });
+    // Guess mode feeds the ControlNets the conditional rows only, so the control image is never doubled then.
+    const cfgLayout = control.guessMode ? SD_CFG_LAYOUT : { ...SD_CFG_LAYOUT, image: { kind: 'duplicated' } as const };
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout });
 
-    const finalLatents = await denoise<StableDiffusionControlNetTensorName>({
+    const denoised = await denoise<StableDiffusionControlNetTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, promptEmbeds, negativePromptEmbeds, image },
       predictNoise: async (latentModelInput, timestep, stepIndex, tensors) => {
@@ -190,7 +193,7 @@ export class StableDiffusionControlNetPipeline {
         return out_sample;
       },
     });
-    return finishOutput(options.outputType ?? ('image' as Output), finalLatents, this.components);
+    return finishOutput(options.outputType ?? ('image' as Output), denoised, this.components);
   }
 
   /** Frees every ONNX Runtime session of this pipeline. */

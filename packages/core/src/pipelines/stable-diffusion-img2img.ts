@@ -2,7 +2,7 @@ import type { StableDiffusionTensorName } from '../contract.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { denoise } from './denoise.js';
-import { startGeneration } from './generation.js';
+import { SD_CFG_LAYOUT, startGeneration } from './generation.js';
 import {
   defaultImageSize,
   prepareImageToImageLatents,
@@ -16,8 +16,11 @@ import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
 import { encodeGuidedPrompt, finishOutput, predictNoiseWithUnet, type OutputType, type PipelineOutput } from './steps.js';
 import { generationSettings } from './validation.js';
 
-export interface StableDiffusionImg2ImgOptions<Requested extends StableDiffusionTensorName = 'latents', Output extends OutputType = 'image'>
-  extends StableDiffusionBaseOptions<StableDiffusionTensorName, Requested, Output> {
+export interface StableDiffusionImg2ImgOptions<
+  Requested extends StableDiffusionTensorName = 'latents',
+  Output extends OutputType = 'image',
+  BeginRequested extends StableDiffusionTensorName = 'latents',
+> extends StableDiffusionBaseOptions<StableDiffusionTensorName, Requested, Output, BeginRequested> {
   /** The starting picture, used at its own size rounded down to a multiple of the VAE factor (8). */
   image: ImageInput;
   /**
@@ -32,7 +35,7 @@ export type ImageToImageComponents = CommonComponents & { vaeEncoder: OnnxModel 
 
 /** Image-to-image with Stable Diffusion 1.x / 2.x ONNX exports (diffusers' `StableDiffusionImg2ImgPipeline`). */
 export class StableDiffusionImg2ImgPipeline {
-  static readonly callbackTensorInputs: readonly StableDiffusionTensorName[] = ['latents', 'promptEmbeds', 'negativePromptEmbeds'];
+  static readonly callbackTensorInputs: readonly StableDiffusionTensorName[] = ['latents', 'promptEmbeds', 'negativePromptEmbeds', 'predOriginalSample'];
   readonly callbackTensorInputs = StableDiffusionImg2ImgPipeline.callbackTensorInputs;
   readonly components: ImageToImageComponents;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
@@ -59,8 +62,8 @@ export class StableDiffusionImg2ImgPipeline {
     return pipeline;
   }
 
-  async generate<const Requested extends StableDiffusionTensorName = 'latents', Output extends OutputType = 'image'>(
-    options: StableDiffusionImg2ImgOptions<Requested, Output>,
+  async generate<const Requested extends StableDiffusionTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends StableDiffusionTensorName = 'latents'>(
+    options: StableDiffusionImg2ImgOptions<Requested, Output, BeginRequested>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, vaeScaleFactor } = this.components;
     const { numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, ...size } = generationSettings(
@@ -69,22 +72,22 @@ export class StableDiffusionImg2ImgPipeline {
       { guidanceScale: 7.5, vaeScaleFactor },
     );
     const { strength = 0.8, generator } = options;
-    const { callbacks, scheduler, context } = startGeneration('StableDiffusionImg2ImgPipeline', this, options);
+    const { callbacks, scheduler, context } = startGeneration({ name: 'StableDiffusionImg2ImgPipeline', family: 'stable-diffusion' }, this, options);
     const timesteps = strengthTimesteps(scheduler, numInferenceSteps, strength);
 
     const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, guidanceScale > 1);
     const { latents } = await prepareImageToImageLatents({
       vae: this.components, scheduler, image: await preprocessImage(options.image, size), timestep: timesteps[0], batchSize, generator,
     });
-    const pipeline = context({ guidanceScale, timesteps, batchSize });
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: SD_CFG_LAYOUT });
 
-    const finalLatents = await denoise<StableDiffusionTensorName>({
+    const denoised = await denoise<StableDiffusionTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, promptEmbeds, negativePromptEmbeds },
       predictNoise: (latentModelInput, timestep, _stepIndex, tensors) =>
         predictNoiseWithUnet(unet, latentModelInput, timestep, tensors.promptEmbeds, pipeline.doClassifierFreeGuidance),
     });
-    return finishOutput(options.outputType ?? ('image' as Output), finalLatents, this.components);
+    return finishOutput(options.outputType ?? ('image' as Output), denoised, this.components);
   }
 
   /** Frees every ONNX Runtime session of this pipeline (shared with the pipeline it was made from, if any). */

@@ -4,7 +4,7 @@ import { randn } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
-import { pictureSize, startGeneration } from './generation.js';
+import { INPAINT_CFG_LAYOUT, pictureSize, SD_CFG_LAYOUT, startGeneration } from './generation.js';
 import {
   blendKnownRegion,
   encodeImageLatents,
@@ -30,8 +30,11 @@ import {
   type PipelineOutput } from './steps.js';
 import { generationSettings } from './validation.js';
 
-export interface StableDiffusionInpaintOptions<Requested extends StableDiffusionInpaintTensorName = 'latents', Output extends OutputType = 'image'>
-  extends StableDiffusionBaseOptions<StableDiffusionInpaintTensorName, Requested, Output> {
+export interface StableDiffusionInpaintOptions<
+  Requested extends StableDiffusionInpaintTensorName = 'latents',
+  Output extends OutputType = 'image',
+  BeginRequested extends StableDiffusionInpaintTensorName = 'latents',
+> extends StableDiffusionBaseOptions<StableDiffusionInpaintTensorName, Requested, Output, BeginRequested> {
   /** The picture to repaint part of; resized to `width`×`height`. */
   image: ImageInput;
   /** Same size as `image`. White (≥ 50 % grey once converted to grayscale) is repainted, black is kept. */
@@ -67,7 +70,7 @@ export async function unetInChannels(components: Pick<CommonComponents, 'unet' |
  */
 export class StableDiffusionInpaintPipeline {
   static readonly callbackTensorInputs: readonly StableDiffusionInpaintTensorName[] = [
-    'latents', 'promptEmbeds', 'negativePromptEmbeds', 'mask', 'maskedImageLatents',
+    'latents', 'promptEmbeds', 'negativePromptEmbeds', 'mask', 'maskedImageLatents', 'predOriginalSample',
   ];
   readonly callbackTensorInputs = StableDiffusionInpaintPipeline.callbackTensorInputs;
   readonly components: ImageToImageComponents;
@@ -105,8 +108,8 @@ export class StableDiffusionInpaintPipeline {
     return channels;
   }
 
-  async generate<const Requested extends StableDiffusionInpaintTensorName = 'latents', Output extends OutputType = 'image'>(
-    options: StableDiffusionInpaintOptions<Requested, Output>,
+  async generate<const Requested extends StableDiffusionInpaintTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends StableDiffusionInpaintTensorName = 'latents'>(
+    options: StableDiffusionInpaintOptions<Requested, Output, BeginRequested>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, vaeScaleFactor } = this.components;
     const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
@@ -116,7 +119,7 @@ export class StableDiffusionInpaintPipeline {
     );
     const { strength = 1, generator } = options;
     await checkSameSize(options.image, options.maskImage);
-    const { callbacks, scheduler, context } = startGeneration('StableDiffusionInpaintPipeline', this, options);
+    const { callbacks, scheduler, context } = startGeneration({ name: 'StableDiffusionInpaintPipeline', family: 'stable-diffusion' }, this, options);
     const inChannels = await this.unetInChannels();
     const timesteps = strengthTimesteps(scheduler, numInferenceSteps, strength);
     const doClassifierFreeGuidance = guidanceScale > 1;
@@ -139,7 +142,7 @@ export class StableDiffusionInpaintPipeline {
       vae: this.components, mask: maskCondition, maskedImage: maskOutImage(image, maskCondition),
       vaeScaleFactor, batchSize, doClassifierFreeGuidance, generator,
     });
-    const pipeline = context({ guidanceScale, timesteps, batchSize });
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...SD_CFG_LAYOUT, ...INPAINT_CFG_LAYOUT } });
 
     /** A conditioning tensor as the next UNet call needs it (a callback may have replaced or halved it). */
     const conditioning = (name: 'mask' | 'maskedImageLatents', tensor: Tensor<'float32'> | undefined) => {
@@ -148,7 +151,7 @@ export class StableDiffusionInpaintPipeline {
       checkBatch(name, tensor, (cfg ? 2 : 1) * batchSize, cfg);
       return tensor;
     };
-    const finalLatents = await denoise<StableDiffusionInpaintTensorName>({
+    const denoised = await denoise<StableDiffusionInpaintTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, promptEmbeds, negativePromptEmbeds, mask, maskedImageLatents },
       predictNoise: (latentModelInput, timestep, _stepIndex, tensors) => {
@@ -165,7 +168,7 @@ export class StableDiffusionInpaintPipeline {
         }
         : undefined,
     });
-    return finishOutput(options.outputType ?? ('image' as Output), finalLatents, this.components);
+    return finishOutput(options.outputType ?? ('image' as Output), denoised, this.components);
   }
 
   /** Frees every ONNX Runtime session of this pipeline (shared with the pipeline it was made from, if any). */

@@ -3,7 +3,7 @@ import { InvalidArgumentError } from '../errors.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { denoise } from './denoise.js';
-import { startGeneration } from './generation.js';
+import { SDXL_CFG_LAYOUT, startGeneration } from './generation.js';
 import { defaultImageSize, prepareImageToImageLatents, preprocessImage, requireVaeEncoder, strengthTimesteps } from './image-latents.js';
 import type { ImageInput } from './images.js';
 import type { StableDiffusionXLBaseOptions } from './stable-diffusion-xl.js';
@@ -29,8 +29,11 @@ export interface StableDiffusionXLImg2ImgLoadOptions extends StableDiffusionXLLo
   requiresAestheticsScore?: boolean;
 }
 
-export interface StableDiffusionXLImg2ImgOptions<Requested extends StableDiffusionXLTensorName = 'latents', Output extends OutputType = 'image'>
-  extends StableDiffusionXLBaseOptions<Requested, Output> {
+export interface StableDiffusionXLImg2ImgOptions<
+  Requested extends StableDiffusionXLTensorName = 'latents',
+  Output extends OutputType = 'image',
+  BeginRequested extends StableDiffusionXLTensorName = 'latents',
+> extends StableDiffusionXLBaseOptions<Requested, Output, BeginRequested> {
   /** The starting picture, used at its own size rounded down to a multiple of the VAE factor (8). */
   image: ImageInput;
   /** How far to move away from the picture, in [0, 1] (default 0.3): only the last `strength` of the schedule runs. */
@@ -51,7 +54,7 @@ export type StableDiffusionXLImg2ImgComponents = StableDiffusionXLComponents & {
 
 /** Image-to-image with Stable Diffusion XL ONNX exports (diffusers' `StableDiffusionXLImg2ImgPipeline`, base model). */
 export class StableDiffusionXLImg2ImgPipeline {
-  static readonly callbackTensorInputs: readonly StableDiffusionXLTensorName[] = ['latents', 'promptEmbeds', 'addTextEmbeds', 'addTimeIds'];
+  static readonly callbackTensorInputs: readonly StableDiffusionXLTensorName[] = ['latents', 'promptEmbeds', 'addTextEmbeds', 'addTimeIds', 'predOriginalSample'];
   readonly callbackTensorInputs = StableDiffusionXLImg2ImgPipeline.callbackTensorInputs;
   readonly components: StableDiffusionXLImg2ImgComponents;
   /** diffusers' `requires_aesthetics_score`: time ids `(original size, crop, aesthetic score)` instead of `(…, target size)`. */
@@ -84,8 +87,8 @@ export class StableDiffusionXLImg2ImgPipeline {
     return pipeline;
   }
 
-  async generate<const Requested extends StableDiffusionXLTensorName = 'latents', Output extends OutputType = 'image'>(
-    options: StableDiffusionXLImg2ImgOptions<Requested, Output>,
+  async generate<const Requested extends StableDiffusionXLTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends StableDiffusionXLTensorName = 'latents'>(
+    options: StableDiffusionXLImg2ImgOptions<Requested, Output, BeginRequested>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, unetConfig, vaeScaleFactor } = this.components;
     const { numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, ...size } = generationSettings(
@@ -109,7 +112,7 @@ export class StableDiffusionXLImg2ImgPipeline {
     if (!Number.isFinite(aestheticScore) || !Number.isFinite(negativeAestheticScore)) {
       throw new InvalidArgumentError(`aestheticScore and negativeAestheticScore must be finite numbers, got ${aestheticScore} and ${negativeAestheticScore}.`);
     }
-    const { callbacks, scheduler, context } = startGeneration('StableDiffusionXLImg2ImgPipeline', this, options);
+    const { callbacks, scheduler, context } = startGeneration({ name: 'StableDiffusionXLImg2ImgPipeline', family: 'stable-diffusion-xl' }, this, options);
     const timesteps = strengthTimesteps(scheduler, numInferenceSteps, strength);
     const doClassifierFreeGuidance = guidanceScale > 1;
     const encoded = await encodePromptXL(this.components, {
@@ -135,13 +138,13 @@ export class StableDiffusionXLImg2ImgPipeline {
     const timeIdRows = doClassifierFreeGuidance ? [...perImage(negativeIds), ...perImage(positiveIds)] : perImage(positiveIds);
     const addTimeIds = timeIdsTensor(timeIdRows, unetConfig, encoded.pooledPromptEmbeds.shape[1]);
 
-    const pipeline = context({ guidanceScale, timesteps, batchSize });
-    const finalLatents = await denoise<StableDiffusionXLTensorName>({
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: SDXL_CFG_LAYOUT });
+    const denoised = await denoise<StableDiffusionXLTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, ...conditioningXL(encoded, addTimeIds) },
       predictNoise: predictNoiseXL(unet, pipeline),
     });
-    return finishOutput(options.outputType ?? ('image' as Output), finalLatents, this.components);
+    return finishOutput(options.outputType ?? ('image' as Output), denoised, this.components);
   }
 
   /** Frees every ONNX Runtime session of this pipeline (shared with the pipeline it was made from, if any). */

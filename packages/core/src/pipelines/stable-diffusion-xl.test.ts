@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TOY_SEQUENCE_LENGTH, writeToyPipeline } from '../__fixtures__/toy-models.js';
 import { GenerationContext } from '../callbacks/context.js';
+import { SDXL_CFG_LAYOUT } from './generation.js';
 import type { CallbackOnStepEnd, CallbackPipeline, StableDiffusionXLTensorName } from '../contract.js';
 import { InvalidArgumentError, UnsupportedError } from '../errors.js';
 import { Generator } from '../random/generator.js';
@@ -203,7 +204,10 @@ describe('StableDiffusionXLPipeline', () => {
     const promptEmbeds = new Tensor(Float32Array.from({ length: 2 * TOY_SEQUENCE_LENGTH * 2 * HIDDEN }, (_, i) => Math.cos(i) + (i < TOY_SEQUENCE_LENGTH * 2 * HIDDEN ? 0 : 1)), [2, TOY_SEQUENCE_LENGTH, 2 * HIDDEN]);
     const addTextEmbeds = new Tensor(Float32Array.from({ length: 2 * HIDDEN }, (_, i) => i / 10), [2, HIDDEN]);
     const addTimeIds = new Tensor(Float32Array.from([64, 64, 0, 0, 64, 64, 32, 32, 4, 4, 16, 16]), [2, 6]);
-    const context = new GenerationContext('StableDiffusionXLPipeline', pipeline.callbackTensorInputs, { guidanceScale: 5, timesteps: [951], batchSize: 1, decodeLatents: async () => [] });
+    const context = new GenerationContext({
+      pipelineName: 'StableDiffusionXLPipeline', modelFamily: 'stable-diffusion-xl', callbackTensorInputs: pipeline.callbackTensorInputs,
+      cfgLayout: SDXL_CFG_LAYOUT, guidanceScale: 5, timesteps: [951], batchSize: 1, latentChannels: 4, vaeScaleFactor: 8, decodeLatents: async () => [],
+    });
     const out = await predictNoiseXL(unet, context)(sample, 951, 0, { latents: sample.narrow(0, 0, 1), promptEmbeds, addTextEmbeds, addTimeIds });
 
     const mean = (tensor: Tensor, row: number) => tensor.chunk(tensor.shape[0])[row].data.reduce((sum, v) => sum + v, 0) / (tensor.size / tensor.shape[0]);

@@ -2,7 +2,7 @@ import type { StableDiffusionXLTensorName } from '../contract.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import type { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
-import { pictureSize, startGeneration } from './generation.js';
+import { pictureSize, SDXL_CFG_LAYOUT, startGeneration } from './generation.js';
 import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
 import {
   checkMicroConditioning,
@@ -20,8 +20,11 @@ import { finishOutput, prepareLatents, type OutputType, type PipelineOutput } fr
 import { generationSettings } from './validation.js';
 
 /** Options shared by the SDXL pipelines (diffusers' `__call__` arguments, camelCased). */
-export interface StableDiffusionXLBaseOptions<Requested extends StableDiffusionXLTensorName, Output extends OutputType>
-  extends StableDiffusionBaseOptions<StableDiffusionXLTensorName, Requested, Output> {
+export interface StableDiffusionXLBaseOptions<
+  Requested extends StableDiffusionXLTensorName,
+  Output extends OutputType,
+  BeginRequested extends StableDiffusionXLTensorName = 'latents',
+> extends StableDiffusionBaseOptions<StableDiffusionXLTensorName, Requested, Output, BeginRequested> {
   /** Prompt for the second tokenizer and text encoder; defaults to `prompt`. */
   prompt2?: string | readonly string[];
   /** Negative prompt for the second tokenizer and text encoder; defaults to `negativePrompt`. */
@@ -48,8 +51,11 @@ export interface StableDiffusionXLBaseOptions<Requested extends StableDiffusionX
   negativeTargetSize?: ImageSizeTuple;
 }
 
-export interface StableDiffusionXLOptions<Requested extends StableDiffusionXLTensorName = 'latents', Output extends OutputType = 'image'>
-  extends StableDiffusionXLBaseOptions<Requested, Output> {
+export interface StableDiffusionXLOptions<
+  Requested extends StableDiffusionXLTensorName = 'latents',
+  Output extends OutputType = 'image',
+  BeginRequested extends StableDiffusionXLTensorName = 'latents',
+> extends StableDiffusionXLBaseOptions<Requested, Output, BeginRequested> {
   height?: number;
   width?: number;
   /** Start from these (unscaled) latents instead of fresh noise. */
@@ -58,7 +64,7 @@ export interface StableDiffusionXLOptions<Requested extends StableDiffusionXLTen
 
 /** Text-to-image with Stable Diffusion XL ONNX exports (diffusers' `StableDiffusionXLPipeline`, base model). */
 export class StableDiffusionXLPipeline {
-  static readonly callbackTensorInputs: readonly StableDiffusionXLTensorName[] = ['latents', 'promptEmbeds', 'addTextEmbeds', 'addTimeIds'];
+  static readonly callbackTensorInputs: readonly StableDiffusionXLTensorName[] = ['latents', 'promptEmbeds', 'addTextEmbeds', 'addTimeIds', 'predOriginalSample'];
   readonly callbackTensorInputs = StableDiffusionXLPipeline.callbackTensorInputs;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
   scheduler: Scheduler;
@@ -71,8 +77,8 @@ export class StableDiffusionXLPipeline {
     return new StableDiffusionXLPipeline(await loadStableDiffusionXLComponents(dir, options));
   }
 
-  async generate<const Requested extends StableDiffusionXLTensorName = 'latents', Output extends OutputType = 'image'>(
-    options: StableDiffusionXLOptions<Requested, Output>,
+  async generate<const Requested extends StableDiffusionXLTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends StableDiffusionXLTensorName = 'latents'>(
+    options: StableDiffusionXLOptions<Requested, Output, BeginRequested>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, unetConfig, vaeScaleFactor } = this.components;
     const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
@@ -90,7 +96,7 @@ export class StableDiffusionXLPipeline {
       generator,
     } = options;
     checkMicroConditioning({ originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize });
-    const { callbacks, scheduler, context } = startGeneration('StableDiffusionXLPipeline', this, options);
+    const { callbacks, scheduler, context } = startGeneration({ name: 'StableDiffusionXLPipeline', family: 'stable-diffusion-xl' }, this, options);
     const doClassifierFreeGuidance = guidanceScale > 1;
     const encoded = await encodePromptXL(this.components, {
       ...options, numImagesPerPrompt, doClassifierFreeGuidance, forceZerosForEmptyPrompt: this.components.forceZerosForEmptyPrompt,
@@ -109,14 +115,14 @@ export class StableDiffusionXLPipeline {
     const timesteps = scheduler.timesteps;
     const latentShape = [images, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
-    const pipeline = context({ guidanceScale, timesteps, batchSize: images });
+    const pipeline = context({ guidanceScale, timesteps, batchSize: images, cfgLayout: SDXL_CFG_LAYOUT });
 
-    const finalLatents = await denoise<StableDiffusionXLTensorName>({
+    const denoised = await denoise<StableDiffusionXLTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, ...conditioningXL(encoded, addTimeIds) },
       predictNoise: predictNoiseXL(unet, pipeline),
     });
-    return finishOutput(options.outputType ?? ('image' as Output), finalLatents, this.components);
+    return finishOutput(options.outputType ?? ('image' as Output), denoised, this.components);
   }
 
   /** Frees every ONNX Runtime session of this pipeline. */

@@ -1,10 +1,10 @@
-import type { CallbackOnStepEndOption, StableDiffusionTensorName } from '../contract.js';
+import type { CallbackOptions, StableDiffusionTensorName } from '../contract.js';
 import type { Generator } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import type { Tensor } from '../tensor.js';
 import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
 import { denoise } from './denoise.js';
-import { pictureSize, startGeneration } from './generation.js';
+import { pictureSize, SD_CFG_LAYOUT, startGeneration } from './generation.js';
 import {
   encodeGuidedPrompt,
   finishOutput,
@@ -16,7 +16,8 @@ import {
 import { generationSettings } from './validation.js';
 
 /** Options shared by the SD 1.x pipelines (diffusers' `__call__` arguments, camelCased). */
-export interface StableDiffusionBaseOptions<Name extends string, Requested extends Name, Output extends OutputType> {
+export interface StableDiffusionBaseOptions<Name extends string, Requested extends Name, Output extends OutputType, BeginRequested extends Name = 'latents' & Name>
+  extends CallbackOptions<Name, Requested, BeginRequested> {
   prompt?: string | readonly string[];
   negativePrompt?: string | readonly string[];
   numInferenceSteps?: number;
@@ -30,14 +31,14 @@ export interface StableDiffusionBaseOptions<Name extends string, Requested exten
   promptEmbeds?: Tensor<'float32'>;
   negativePromptEmbeds?: Tensor<'float32'>;
   outputType?: Output;
-  callbackOnStepEnd?: CallbackOnStepEndOption<Name, Requested>;
-  /** Tensors handed to plain function callbacks (default `['latents']`); plugins declare their own. */
-  callbackOnStepEndTensorInputs?: readonly Requested[];
   signal?: AbortSignal;
 }
 
-export interface StableDiffusionOptions<Requested extends StableDiffusionTensorName = 'latents', Output extends OutputType = 'image'>
-  extends StableDiffusionBaseOptions<StableDiffusionTensorName, Requested, Output> {
+export interface StableDiffusionOptions<
+  Requested extends StableDiffusionTensorName = 'latents',
+  Output extends OutputType = 'image',
+  BeginRequested extends StableDiffusionTensorName = 'latents',
+> extends StableDiffusionBaseOptions<StableDiffusionTensorName, Requested, Output, BeginRequested> {
   height?: number;
   width?: number;
   /** Start from these (unscaled) latents instead of fresh noise. */
@@ -46,7 +47,7 @@ export interface StableDiffusionOptions<Requested extends StableDiffusionTensorN
 
 /** Text-to-image with Stable Diffusion 1.x / 2.x ONNX exports (diffusers' `StableDiffusionPipeline`). */
 export class StableDiffusionPipeline {
-  static readonly callbackTensorInputs: readonly StableDiffusionTensorName[] = ['latents', 'promptEmbeds', 'negativePromptEmbeds'];
+  static readonly callbackTensorInputs: readonly StableDiffusionTensorName[] = ['latents', 'promptEmbeds', 'negativePromptEmbeds', 'predOriginalSample'];
   readonly callbackTensorInputs = StableDiffusionPipeline.callbackTensorInputs;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
   scheduler: Scheduler;
@@ -59,8 +60,8 @@ export class StableDiffusionPipeline {
     return new StableDiffusionPipeline(await loadCommonComponents(dir, options));
   }
 
-  async generate<const Requested extends StableDiffusionTensorName = 'latents', Output extends OutputType = 'image'>(
-    options: StableDiffusionOptions<Requested, Output>,
+  async generate<const Requested extends StableDiffusionTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends StableDiffusionTensorName = 'latents'>(
+    options: StableDiffusionOptions<Requested, Output, BeginRequested>,
   ): Promise<PipelineOutput<Output>> {
     const { unet, vaeScaleFactor } = this.components;
     const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
@@ -69,22 +70,22 @@ export class StableDiffusionPipeline {
       { guidanceScale: 7.5, vaeScaleFactor },
     );
     const { generator } = options;
-    const { callbacks, scheduler, context } = startGeneration('StableDiffusionPipeline', this, options);
+    const { callbacks, scheduler, context } = startGeneration({ name: 'StableDiffusionPipeline', family: 'stable-diffusion' }, this, options);
     const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, guidanceScale > 1);
 
     scheduler.setTimesteps(numInferenceSteps);
     const timesteps = scheduler.timesteps;
     const latentShape = [batchSize, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
-    const pipeline = context({ guidanceScale, timesteps, batchSize: latents.shape[0] });
+    const pipeline = context({ guidanceScale, timesteps, batchSize: latents.shape[0], cfgLayout: SD_CFG_LAYOUT });
 
-    const finalLatents = await denoise<StableDiffusionTensorName>({
+    const denoised = await denoise<StableDiffusionTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, promptEmbeds, negativePromptEmbeds },
       predictNoise: (latentModelInput, timestep, _stepIndex, tensors) =>
         predictNoiseWithUnet(unet, latentModelInput, timestep, tensors.promptEmbeds, pipeline.doClassifierFreeGuidance),
     });
-    return finishOutput(options.outputType ?? ('image' as Output), finalLatents, this.components);
+    return finishOutput(options.outputType ?? ('image' as Output), denoised, this.components);
   }
 
   /** Frees every ONNX Runtime session of this pipeline. */

@@ -14,6 +14,11 @@ export type OutputType = 'image' | 'np' | 'latent';
 /** What a pipeline returns: `images` are RGB pictures, NHWC floats in [0, 1] (`'np'`), or the latents. */
 export interface PipelineOutput<Output extends OutputType = 'image'> {
   images: Output extends 'image' ? RgbImage[] : Tensor<'float32'>;
+  /**
+   * The step after which a callback interrupted the run (`pipeline.interrupt = true`); the images are the decoded
+   * latents of that step (−1: interrupted before the first step). `undefined` when every step ran.
+   */
+  interruptedAtStep?: number;
 }
 
 /** torch's `repeat_interleave(times, dim=0)`: each row `times` times in a row. */
@@ -182,12 +187,13 @@ export function latentDecoder(vae: { vaeDecoder: OnnxModel; scalingFactor: numbe
 /** Decodes (unless `'latent'`) and formats the result as asked. */
 export async function finishOutput<Output extends OutputType>(
   outputType: Output,
-  latents: Tensor<'float32'>,
+  { latents, interruptedAtStep }: { latents: Tensor<'float32'>; interruptedAtStep?: number },
   vae: { vaeDecoder: OnnxModel; scalingFactor: number },
 ): Promise<PipelineOutput<Output>> {
-  if (outputType === 'latent') return { images: latents } as PipelineOutput<Output>;
+  const interrupted = interruptedAtStep === undefined ? {} : { interruptedAtStep };
+  if (outputType === 'latent') return { images: latents, ...interrupted } as PipelineOutput<Output>;
   const images = await decodeLatents(vae.vaeDecoder, latents, vae.scalingFactor);
-  return { images: outputType === 'np' ? toChannelsLast(images) : toRgbImages(images) } as PipelineOutput<Output>;
+  return { images: outputType === 'np' ? toChannelsLast(images) : toRgbImages(images), ...interrupted } as PipelineOutput<Output>;
 }
 
 /**

@@ -555,6 +555,7 @@ export function addNoiseAtSigma(sigma: number, originalSamples: Tensor<'float32'
  */
 export abstract class SchedulerBase<C extends Record<string, unknown>> implements Scheduler {
   abstract readonly className: string;
+  abstract readonly computesPredOriginalSample: boolean;
   readonly config: Readonly<C>;
   readonly order: number = 1;
 

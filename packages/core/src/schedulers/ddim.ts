@@ -69,6 +69,7 @@ export interface DDIMStepOptions extends SchedulerStepOptions {
  */
 export class DDIMScheduler extends AlphaCumprodScheduler<DDIMConfig> {
   readonly className = 'DDIMScheduler';
+  readonly computesPredOriginalSample = true;
 
   static fromConfig(config: Readonly<Record<string, unknown>>, overrides?: Readonly<Record<string, unknown>>): DDIMScheduler {
     return new DDIMScheduler(resolveSchedulerConfig(DDIM_CONFIG_SCHEMA, config, overrides));

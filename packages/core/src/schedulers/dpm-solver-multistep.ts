@@ -159,6 +159,7 @@ function vpCoefficients(sigma: number): { alpha: number; sigmaT: number; lambda:
  */
 export class DPMSolverMultistepScheduler extends SchedulerBase<DPMSolverMultistepConfig> {
   readonly className = 'DPMSolverMultistepScheduler';
+  readonly computesPredOriginalSample = true;
   readonly alphasCumprod: Float32Array;
   /** σ of every training timestep, ascending with t. */
   readonly trainingSigmas: Float32Array;

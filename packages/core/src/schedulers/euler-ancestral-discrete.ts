@@ -53,6 +53,7 @@ export const EULER_ANCESTRAL_DISCRETE_CONFIG_SCHEMA: SchedulerConfigSchema<Euler
  */
 export class EulerAncestralDiscreteScheduler extends SigmaScheduler<EulerAncestralDiscreteConfig> {
   readonly className = 'EulerAncestralDiscreteScheduler';
+  readonly computesPredOriginalSample = true;
 
   static fromConfig(
     config: Readonly<Record<string, unknown>>,

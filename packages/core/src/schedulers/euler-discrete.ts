@@ -128,6 +128,7 @@ export function eulerPredOriginalSample(
  */
 export class EulerDiscreteScheduler extends SigmaScheduler<EulerDiscreteConfig> {
   readonly className = 'EulerDiscreteScheduler';
+  readonly computesPredOriginalSample = true;
 
   static fromConfig(
     config: Readonly<Record<string, unknown>>,

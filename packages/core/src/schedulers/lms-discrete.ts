@@ -95,6 +95,7 @@ function lagrangeBasisIntegral(nodes: readonly number[], j: number, from: number
  */
 export class LMSDiscreteScheduler extends SigmaScheduler<LMSDiscreteConfig> {
   readonly className = 'LMSDiscreteScheduler';
+  readonly computesPredOriginalSample = true;
 
   /** Derivatives of the latest steps, newest last. */
   private derivatives: Float32Array[] = [];

@@ -53,6 +53,7 @@ const PNDM_ORDER = 4;
  */
 export class PNDMScheduler extends AlphaCumprodScheduler<PNDMConfig> {
   readonly className = 'PNDMScheduler';
+  readonly computesPredOriginalSample = false;
 
   private prkTimesteps: readonly number[] = [];
   /** Model outputs of the steps so far, newest last; four are all the update reads. */

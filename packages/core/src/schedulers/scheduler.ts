@@ -24,6 +24,8 @@ export interface SchedulerOutput {
 export interface Scheduler {
   /** diffusers' class name, e.g. `'EulerDiscreteScheduler'`. */
   readonly className: string;
+  /** Whether `step` returns `predOriginalSample` (the estimate of the clean sample); PNDM computes none. */
+  readonly computesPredOriginalSample: boolean;
   /** The resolved config (camelCase keys, class defaults filled in); `fromConfig(config)` rebuilds an equal scheduler. */
   readonly config: Readonly<Record<string, unknown>>;
   /** UNet calls per `step`-sequence element (diffusers' `order`); img2img uses it to cut the schedule. */

@@ -1,0 +1,17 @@
+/**
+ * `@diff/core/plugin`: the runtime values callback packages need, and nothing else — no ONNX Runtime, no sharp —
+ * so that a callback package stays cheap to import (in a job queue's API process, a web server, a test).
+ */
+export { PipelineCallback, MultiPipelineCallbacks, type PipelineCallbackOptions } from './callbacks/pipeline-callback.js';
+export { Tensor, type FloatDType, type FloatData } from './tensor.js';
+export * from './errors.js';
+export {
+  CallbackRegistry,
+  createCallback,
+  defaultCallbackRegistry,
+  isCallbackPluginDescriptor,
+  listCallbackPlugins,
+  registerCallbackPlugin,
+} from './plugins/registry.js';
+export { CALLBACK_PACKAGE_KEYWORD, discoverCallbackPlugins, type DiscoveredCallbackPackage } from './plugins/discover.js';
+export type * from './contract.js';

@@ -42,7 +42,7 @@ describe('resolveStepEndCallbacks', () => {
 
   it('rejects tensor names the pipeline does not have, naming them and the allowed ones', () => {
     expect(() => resolveStepEndCallbacks(() => undefined, { tensorInputs: ['mask', 'latents'] })).toThrow(
-      /callbackOnStepEndTensorInputs asks for tensor inputs that StableDiffusionPipeline does not have: mask\. Allowed: latents, promptEmbeds, negativePromptEmbeds\./,
+      /callbackOnStepEndTensorInputs asks for tensor inputs that StableDiffusionPipeline does not have: mask\. Allowed: latents, promptEmbeds, negativePromptEmbeds, predOriginalSample\./,
     );
     expect(() => resolveStepEndCallbacks(plugin('needs-mask', ['mask']))).toThrow(InvalidArgumentError);
   });

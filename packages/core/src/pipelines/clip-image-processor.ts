@@ -374,7 +374,6 @@ function checkBackend(backend: unknown): asserts backend is ResampleBackend {
 
 function describe(value: unknown): string {
   if (value === undefined) return 'undefined';
-  if (typeof value === 'object' && value !== null && 'data' in value) return 'an object whose data is not a Uint8Array';
   const text = JSON.stringify(value) ?? String(value);
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }

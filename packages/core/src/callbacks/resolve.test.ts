@@ -1,10 +1,11 @@
 import { CallbackError, InvalidArgumentError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import type { CallbackPipeline, CallbackPlugin } from '../contract.js';
-import { SD_CFG_LAYOUT, SDXL_CFG_LAYOUT } from '../pipelines/generation.js';
+
 import { GenerationContext, type GenerationContextSettings } from './context.js';
 import { MultiPipelineCallbacks, PipelineCallback } from './pipeline-callback.js';
 import { resolveCallbacks } from './resolve.js';
+import { SDXL_CFG_LAYOUT, SD_CFG_LAYOUT } from '../pipelines/cfg-layouts.js';
 
 const allowed = ['latents', 'promptEmbeds', 'negativePromptEmbeds', 'predOriginalSample'] as const;
 const settings = { allowed, pipelineName: 'StableDiffusionPipeline' };

@@ -1,7 +1,7 @@
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeToyPipeline } from '../__fixtures__/toy-models.js';
+import { writeToyPipeline } from '../testing/toy-models.js';
 import { ModelLoadError, UnsupportedError } from '../errors.js';
 import { AutoPipelineForImage2Image, AutoPipelineForInpainting } from './auto-pipeline.js';
 import { StableDiffusionImg2ImgPipeline } from './stable-diffusion-img2img.js';

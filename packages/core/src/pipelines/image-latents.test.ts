@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeToyPipeline } from '../__fixtures__/toy-models.js';
+import { writeToyPipeline } from '../testing/toy-models.js';
 import { InvalidArgumentError } from '../errors.js';
 import { Generator, randn } from '../random/generator.js';
 import { OnnxModel, SessionPool } from '../runtime/onnx-model.js';

@@ -6,7 +6,7 @@ import type { OnnxModel, SessionPool } from '../runtime/onnx-model.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
-import { SD_CFG_LAYOUT, startGeneration } from './generation.js';
+import { startGeneration } from './generation.js';
 import { defaultImageSize } from './image-latents.js';
 import { readImage, type ImageInput } from './images.js';
 import { componentModel, loadCommonComponents, readConfigFile, type CommonComponents, type PipelineLoadOptions } from './loading.js';
@@ -22,6 +22,7 @@ import {
   type OutputType,
   type PipelineOutput } from './steps.js';
 import { generationSettings } from './validation.js';
+import { SD_CFG_LAYOUT } from './cfg-layouts.js';
 
 export interface StableDiffusionControlNetLoadOptions extends PipelineLoadOptions {
   /**

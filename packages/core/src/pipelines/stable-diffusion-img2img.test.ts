@@ -2,7 +2,7 @@ import { jest } from '@jest/globals';
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeToyPipeline } from '../__fixtures__/toy-models.js';
+import { writeToyPipeline } from '../testing/toy-models.js';
 import { InvalidArgumentError, ModelLoadError } from '../errors.js';
 import { Generator, randn } from '../random/generator.js';
 import type { ModelFeeds } from '../runtime/feeds.js';

@@ -2,7 +2,7 @@ import type { StableDiffusionTensorName } from '../contract.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { denoise } from './denoise.js';
-import { SD_CFG_LAYOUT, startGeneration } from './generation.js';
+import { startGeneration } from './generation.js';
 import {
   defaultImageSize,
   prepareImageToImageLatents,
@@ -15,6 +15,7 @@ import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions }
 import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
 import { encodeGuidedPrompt, finishOutput, predictNoiseWithUnet, type OutputType, type PipelineOutput } from './steps.js';
 import { generationSettings } from './validation.js';
+import { SD_CFG_LAYOUT } from './cfg-layouts.js';
 
 export interface StableDiffusionImg2ImgOptions<
   Requested extends StableDiffusionTensorName = 'latents',

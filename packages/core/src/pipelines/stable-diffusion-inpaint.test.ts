@@ -2,7 +2,7 @@ import { jest } from '@jest/globals';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeToyPipeline } from '../__fixtures__/toy-models.js';
+import { writeToyPipeline } from '../testing/toy-models.js';
 import type { CallbackKwargs, CallbackPipeline, StableDiffusionInpaintTensorName } from '../contract.js';
 import { InvalidArgumentError, ModelLoadError, UnsupportedError } from '../errors.js';
 import { Generator, randn } from '../random/generator.js';

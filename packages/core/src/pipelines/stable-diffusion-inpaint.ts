@@ -4,7 +4,7 @@ import { randn } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
-import { INPAINT_CFG_LAYOUT, pictureSize, SD_CFG_LAYOUT, startGeneration } from './generation.js';
+import { pictureSize, startGeneration } from './generation.js';
 import {
   blendKnownRegion,
   encodeImageLatents,
@@ -29,6 +29,7 @@ import {
   type OutputType,
   type PipelineOutput } from './steps.js';
 import { generationSettings } from './validation.js';
+import { INPAINT_CFG_LAYOUT, SD_CFG_LAYOUT } from './cfg-layouts.js';
 
 export interface StableDiffusionInpaintOptions<
   Requested extends StableDiffusionInpaintTensorName = 'latents',

@@ -3,7 +3,7 @@ import { InvalidArgumentError } from '../errors.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { denoise } from './denoise.js';
-import { SDXL_CFG_LAYOUT, startGeneration } from './generation.js';
+import { startGeneration } from './generation.js';
 import { defaultImageSize, prepareImageToImageLatents, preprocessImage, requireVaeEncoder, strengthTimesteps } from './image-latents.js';
 import type { ImageInput } from './images.js';
 import type { StableDiffusionXLBaseOptions } from './stable-diffusion-xl.js';
@@ -20,6 +20,7 @@ import {
 } from './stable-diffusion-xl-steps.js';
 import { finishOutput, type OutputType, type PipelineOutput } from './steps.js';
 import { generationSettings } from './validation.js';
+import { SDXL_CFG_LAYOUT } from './cfg-layouts.js';
 
 export interface StableDiffusionXLImg2ImgLoadOptions extends StableDiffusionXLLoadOptions {
   /**

@@ -1,9 +1,9 @@
 import { mkdtemp, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TOY_SEQUENCE_LENGTH, writeToyPipeline } from '../__fixtures__/toy-models.js';
+import { TOY_SEQUENCE_LENGTH, writeToyPipeline } from '../testing/toy-models.js';
 import { GenerationContext } from '../callbacks/context.js';
-import { SDXL_CFG_LAYOUT } from './generation.js';
+
 import type { CallbackOnStepEnd, CallbackPipeline, StableDiffusionXLTensorName } from '../contract.js';
 import { InvalidArgumentError, UnsupportedError } from '../errors.js';
 import { Generator } from '../random/generator.js';
@@ -15,6 +15,7 @@ import { StableDiffusionPipeline } from './stable-diffusion.js';
 import { encodePromptXL, predictNoiseXL, type PromptXLSettings } from './stable-diffusion-xl-steps.js';
 import { runTextEncoder } from './steps.js';
 import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
+import { SDXL_CFG_LAYOUT } from './cfg-layouts.js';
 
 const HIDDEN = 8;
 let dir: string;

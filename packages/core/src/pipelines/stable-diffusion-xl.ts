@@ -2,7 +2,7 @@ import type { StableDiffusionXLTensorName } from '../contract.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import type { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
-import { pictureSize, SDXL_CFG_LAYOUT, startGeneration } from './generation.js';
+import { pictureSize, startGeneration } from './generation.js';
 import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
 import {
   checkMicroConditioning,
@@ -18,6 +18,7 @@ import {
 } from './stable-diffusion-xl-steps.js';
 import { finishOutput, prepareLatents, type OutputType, type PipelineOutput } from './steps.js';
 import { generationSettings } from './validation.js';
+import { SDXL_CFG_LAYOUT } from './cfg-layouts.js';
 
 /** Options shared by the SDXL pipelines (diffusers' `__call__` arguments, camelCased). */
 export interface StableDiffusionXLBaseOptions<

@@ -1,7 +1,7 @@
 import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeToyPipeline } from '../__fixtures__/toy-models.js';
+import { writeToyPipeline } from '../testing/toy-models.js';
 import type { CallbackKwargs, CallbackPipeline, StableDiffusionTensorName } from '../contract.js';
 import { AbortError, CallbackError, InvalidArgumentError, ModelLoadError } from '../errors.js';
 import { Generator } from '../random/generator.js';

@@ -4,7 +4,7 @@ import type { Scheduler } from '../schedulers/scheduler.js';
 import type { Tensor } from '../tensor.js';
 import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
 import { denoise } from './denoise.js';
-import { pictureSize, SD_CFG_LAYOUT, startGeneration } from './generation.js';
+import { pictureSize, startGeneration } from './generation.js';
 import {
   encodeGuidedPrompt,
   finishOutput,
@@ -14,6 +14,7 @@ import {
   type PipelineOutput,
 } from './steps.js';
 import { generationSettings } from './validation.js';
+import { SD_CFG_LAYOUT } from './cfg-layouts.js';
 
 /** Options shared by the SD 1.x pipelines (diffusers' `__call__` arguments, camelCased). */
 export interface StableDiffusionBaseOptions<Name extends string, Requested extends Name, Output extends OutputType, BeginRequested extends Name = 'latents' & Name>

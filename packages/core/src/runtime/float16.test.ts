@@ -1,7 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GraphBuilder } from '../__fixtures__/onnx-graph.js';
+import { GraphBuilder } from '../testing/onnx-graph.js';
 import { float16Bits, float16Value, fromFloat16Bits, toFloat16Bits } from './float16.js';
 import { OnnxModel } from './onnx-model.js';
 

@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { toyWeights } from '../__fixtures__/onnx-graph.js';
+import { toyWeights } from '../testing/onnx-graph.js';
 import {
   TOY_BOS_TOKEN_ID,
   TOY_CONTROLNET_CHANNELS,
@@ -10,7 +10,7 @@ import {
   writeToyPipeline,
   type ToyPipelineKind,
   type ToyPipelineOptions,
-} from '../__fixtures__/toy-models.js';
+} from '../testing/toy-models.js';
 import { Tensor } from '../tensor.js';
 import type { FeedValue, ValueSpec } from './feeds.js';
 import { SessionPool } from './onnx-model.js';

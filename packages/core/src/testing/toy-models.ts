@@ -1,5 +1,5 @@
 // Toy diffusers-style ONNX pipeline folders for tests that need no real weights. They follow the layout, names,
-// dtypes and ranks of /work/shared/conformance (see its README), with tiny widths and simple, documented graphs
+// dtypes and ranks of the diffusers ONNX exports the pipelines load, with tiny widths and simple, documented graphs
 // whose outputs depend on every input, so a test can tell when a wrong tensor was fed:
 //
 //   text_encoder    h0 = embedding[input_ids] + position; h_l = h_{l-1} + tanh(h_{l-1}·W_l) (3 layers);

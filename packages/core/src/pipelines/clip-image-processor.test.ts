@@ -356,17 +356,26 @@ describe('resizeBicubicAntialias', () => {
     expect(Array.from(pil.data)).toEqual([33, 33, 33, 97, 97, 97, 161, 161, 161]);
   });
 
-  it('differs from Pillow by at most one level on larger pictures', () => {
+  it('differs from Pillow by at most one level per pass (two passes can compound to two)', () => {
     let differing = 0;
     for (const [width, height, outWidth, outHeight] of [[37, 30, 96, 79], [64, 48, 42, 32], [22, 23, 60, 96]]) {
       const image = noiseImage(width, height, 3, width);
-      const torch = resizeBicubicAntialias(image, outWidth, outHeight, 'torch');
-      const pil = resizeBicubicAntialias(image, outWidth, outHeight, 'pil');
-      for (let k = 0; k < torch.data.length; k++) {
-        const diff = Math.abs(torch.data[k] - pil.data[k]);
-        expect(diff).toBeLessThanOrEqual(1);
-        differing += diff;
-      }
+      const maxDiff = (outW: number, outH: number) => {
+        const torch = resizeBicubicAntialias(image, outW, outH, 'torch');
+        const pil = resizeBicubicAntialias(image, outW, outH, 'pil');
+        let max = 0;
+        for (let k = 0; k < torch.data.length; k++) {
+          const diff = Math.abs(torch.data[k] - pil.data[k]);
+          max = Math.max(max, diff);
+          differing += diff;
+        }
+        return max;
+      };
+      expect(maxDiff(outWidth, height)).toBeLessThanOrEqual(1);
+      expect(maxDiff(width, outHeight)).toBeLessThanOrEqual(1);
+      // A one-level difference after the horizontal pass goes through vertical weights above 1 (the cubic's
+      // overshoot) and can meet a rounding difference of its own.
+      expect(maxDiff(outWidth, outHeight)).toBeLessThanOrEqual(2);
     }
     expect(differing).toBeGreaterThan(0);
   });
@@ -467,7 +476,7 @@ describe('CLIPImageProcessor', () => {
   it('expands grey to RGB and drops alpha (PIL convert("RGB"))', () => {
     const processor = new CLIPImageProcessor({ size: 8, crop_size: 8 });
     const grey = noiseImage(12, 9, 1, 7);
-    const greyAsRgb: RawImage = { ...grey, data: Uint8Array.from(grey.data.flatMap((v) => [v, v, v])), channels: 3 };
+    const greyAsRgb: RawImage = { ...grey, data: Uint8Array.from(Array.from(grey.data).flatMap((v) => [v, v, v])), channels: 3 };
     expect(processor.preprocess(grey).data).toEqual(processor.preprocess(greyAsRgb).data);
 
     const rgba = noiseImage(9, 12, 4, 8);

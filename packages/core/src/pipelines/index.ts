@@ -35,3 +35,12 @@ export {
   type StableDiffusionControlNetLoadOptions,
   type StableDiffusionControlNetOptions,
 } from './stable-diffusion-controlnet.js';
+export {
+  CLIPImageProcessor,
+  resizeBicubicAntialias,
+  resizeShortestEdge,
+  shortestEdgeSize,
+  type CLIPImageProcessorOptions,
+  type CLIPImageProcessorSettings,
+  type ResampleBackend,
+} from './clip-image-processor.js';

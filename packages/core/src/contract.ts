@@ -39,11 +39,13 @@ export type StableDiffusionInpaintTensorName = StableDiffusionTensorName | 'mask
 export type StableDiffusionControlNetTensorName = StableDiffusionTensorName | 'image';
 export type StableDiffusionXLTensorName = 'latents' | 'promptEmbeds' | 'addTextEmbeds' | 'addTimeIds' | PredOriginalSampleName;
 export type StableDiffusionXLControlNetTensorName = StableDiffusionXLTensorName | 'image';
+export type StableDiffusionXLInpaintTensorName = StableDiffusionXLTensorName | 'mask' | 'maskedImageLatents';
 /** Every tensor name any built-in pipeline offers. */
 export type CallbackTensorName =
   | StableDiffusionInpaintTensorName
   | StableDiffusionControlNetTensorName
-  | StableDiffusionXLControlNetTensorName;
+  | StableDiffusionXLControlNetTensorName
+  | StableDiffusionXLInpaintTensorName;
 
 /** The tensors handed to a callback: exactly the requested names. */
 export type CallbackKwargs<Name extends string = CallbackTensorName> = { [K in Name]: Tensor<'float32'> };
@@ -237,6 +239,12 @@ export type CallbackPluginOptions<Name extends keyof CallbackPluginRegistry> =
 /** The runtime values (functions) a registered name accepts. */
 export type CallbackPluginRuntime<Name extends keyof CallbackPluginRegistry> =
   CallbackPluginRegistry[Name] extends CallbackPluginDescriptor<unknown, infer Runtime, unknown> ? Runtime : never;
+
+/**
+ * A callback made by the registry: its tensor names are known only at run time, so any pipeline accepts it statically
+ * and checks its `tensorInputs` against its allow-list when the generation starts (an `InvalidArgumentError`).
+ */
+export type RegisteredCallback = CallbackPlugin<never>;
 
 /** What `listCallbackPlugins()` returns for each plugin. */
 export interface CallbackPluginInfo {

@@ -9,6 +9,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { Generator } from '../random/generator.js';
 import { DDIMScheduler } from '../schedulers/index.js';
 import { Tensor } from '../tensor.js';
+import { CallbackRegistry } from '../plugins/registry.js';
 import { writeToyPipeline } from '../testing/toy-models.js';
 import { StableDiffusionPipeline, type StableDiffusionOptions } from './stable-diffusion.js';
 
@@ -138,5 +139,19 @@ describe('guidance through the context', () => {
     const [cut, plain] = await Promise.all([generate({ callbackOnStepEnd: cutoff }, 3), generate({}, 4)]);
     expect(cut.images.data).toEqual((await generate({ callbackOnStepEnd: cutoff }, 3)).images.data);
     expect(plain.images.data).toEqual((await generate({}, 4)).images.data);
+  });
+});
+
+describe('registry-made callbacks', () => {
+  it('are accepted by any pipeline statically and checked against its tensors when a generation starts', async () => {
+    const registry = new CallbackRegistry([{
+      specificationVersion: 'v1', name: 'needs-mask', description: 'Reads the inpainting mask.',
+      options: { '~standard': { version: 1, vendor: 'test', validate: (value: unknown) => ({ value }) } },
+      optionsJsonSchema: { type: 'object' },
+      create: () => ({ specificationVersion: 'v1', name: 'NeedsMask', tensorInputs: ['mask'], onStepEnd: () => undefined }),
+    }]);
+    await expect(generate({ callbackOnStepEnd: registry.create('needs-mask') })).rejects.toThrow(
+      /Callback "NeedsMask" asks for tensor inputs that StableDiffusionPipeline does not have: mask\./,
+    );
   });
 });

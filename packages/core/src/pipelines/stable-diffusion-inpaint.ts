@@ -1,6 +1,7 @@
+import type { GenerationContext } from '../callbacks/context.js';
 import type { StableDiffusionInpaintTensorName } from '../contract.js';
 import { InvalidArgumentError, ModelLoadError, UnsupportedError } from '../errors.js';
-import { randn } from '../random/generator.js';
+import { randn, type Generator } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
@@ -14,6 +15,8 @@ import {
   preprocessMask,
   requireVaeEncoder,
   strengthTimesteps,
+  type ImageSize,
+  type VaeEncoding,
 } from './image-latents.js';
 import { imageSize, type ImageInput } from './images.js';
 import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
@@ -64,6 +67,15 @@ export async function unetInChannels(components: Pick<CommonComponents, 'unet' |
   throw new ModelLoadError(unet.path, "declares no input channel count: unet/config.json has no in_channels and the ONNX 'sample' input's channel axis is dynamic.");
 }
 
+/** The UNet's input channel count where inpainting can use it: 9 (an inpainting UNet) or 4 (a plain one), as diffusers. */
+export async function inpaintingUnetChannels(components: Pick<CommonComponents, 'unet' | 'unetConfig'>): Promise<4 | 9> {
+  const channels = await unetInChannels(components);
+  if (channels !== 4 && channels !== 9) {
+    throw new UnsupportedError(`${components.unet.path}: the UNet takes ${channels} input channels; inpainting needs 9 (an inpainting UNet) or 4 (a plain one).`);
+  }
+  return channels;
+}
+
 /**
  * Inpainting with Stable Diffusion 1.x / 2.x ONNX exports (diffusers' `StableDiffusionInpaintPipeline`), with
  * either an inpainting UNet (9 input channels: latents, mask and masked-picture latents) or a plain one (4 channels:
@@ -77,7 +89,7 @@ export class StableDiffusionInpaintPipeline {
   readonly components: ImageToImageComponents;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
   scheduler: Scheduler;
-  #unetInChannels?: Promise<number>;
+  #unetInChannels?: Promise<4 | 9>;
 
   /** Throws a `ModelLoadError` when the components lack the VAE encoder. */
   constructor(components: CommonComponents) {
@@ -100,13 +112,9 @@ export class StableDiffusionInpaintPipeline {
   }
 
   /** 9 for an inpainting UNet, 4 for a plain one (diffusers accepts nothing else). */
-  async unetInChannels(): Promise<4 | 9> {
-    this.#unetInChannels ??= unetInChannels(this.components);
-    const channels = await this.#unetInChannels;
-    if (channels !== 4 && channels !== 9) {
-      throw new UnsupportedError(`${this.components.unet.path}: the UNet takes ${channels} input channels; inpainting needs 9 (an inpainting UNet) or 4 (a plain one).`);
-    }
-    return channels;
+  unetInChannels(): Promise<4 | 9> {
+    this.#unetInChannels ??= inpaintingUnetChannels(this.components);
+    return this.#unetInChannels;
   }
 
   async generate<const Requested extends StableDiffusionInpaintTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends StableDiffusionInpaintTensorName = 'latents'>(
@@ -125,49 +133,18 @@ export class StableDiffusionInpaintPipeline {
     const timesteps = strengthTimesteps(scheduler, numInferenceSteps, strength);
     const doClassifierFreeGuidance = guidanceScale > 1;
     const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, doClassifierFreeGuidance);
-
-    // diffusers' prepare_latents, in its order of draws: the picture's VAE sample (when the start or the 4-channel
-    // blending needs it), then the noise; the masked picture's VAE sample comes after, in prepare_mask_latents.
-    const size = { width, height };
-    const image = await preprocessImage(options.image, size);
-    const startsFromNoise = strength === 1 || options.latents !== undefined;
-    const imageLatents = inChannels === 4 || !startsFromNoise ? repeatRows(await encodeImageLatents(this.components, image, generator), batchSize) : undefined;
-    const latentShape = [batchSize, 4, height / vaeScaleFactor, width / vaeScaleFactor];
-    const noise = options.latents ?? randn(latentShape, { generator });
-    const latents = imageLatents && !startsFromNoise
-      ? scheduler.addNoise(imageLatents, noise, timesteps[0])
-      : prepareLatents(latentShape, scheduler.initNoiseSigma, generator, noise);
-
-    const maskCondition = await preprocessMask(options.maskImage, size);
-    const { mask, maskedImageLatents } = await prepareMaskLatents({
-      vae: this.components, mask: maskCondition, maskedImage: maskOutImage(image, maskCondition),
-      vaeScaleFactor, batchSize, doClassifierFreeGuidance, generator,
+    const { latents, noise, imageLatents, mask, maskedImageLatents } = await prepareInpaintingLatents({
+      vae: this.components, scheduler, image: options.image, maskImage: options.maskImage, size: { width, height }, vaeScaleFactor,
+      inChannels, batchSize, doClassifierFreeGuidance, generator, strength, timestep: timesteps[0], latents: options.latents,
     });
     const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...SD_CFG_LAYOUT, ...INPAINT_CFG_LAYOUT } });
-
-    /** A conditioning tensor as the next UNet call needs it (a callback may have replaced or halved it). */
-    const conditioning = (name: 'mask' | 'maskedImageLatents', tensor: Tensor<'float32'> | undefined) => {
-      if (!tensor) throw new InvalidArgumentError(`${name} is missing: a callback must not remove it.`);
-      const cfg = pipeline.doClassifierFreeGuidance;
-      checkBatch(name, tensor, (cfg ? 2 : 1) * batchSize, cfg);
-      return tensor;
-    };
+    const inpainting = inpaintingLoop({ inChannels, pipeline, scheduler, timesteps, noise, imageLatents });
     const denoised = await denoise<StableDiffusionInpaintTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, promptEmbeds, negativePromptEmbeds, mask, maskedImageLatents },
-      predictNoise: (latentModelInput, timestep, _stepIndex, tensors) => {
-        const sample = inChannels === 9
-          ? Tensor.cat([latentModelInput, conditioning('mask', tensors.mask), conditioning('maskedImageLatents', tensors.maskedImageLatents)], 1)
-          : latentModelInput;
-        return predictNoiseWithUnet(unet, sample, timestep, tensors.promptEmbeds, pipeline.doClassifierFreeGuidance);
-      },
-      afterStep: imageLatents && inChannels === 4
-        ? (stepped, stepIndex, tensors) => {
-          const latentMask = conditioning('mask', tensors.mask);
-          const known = stepIndex < timesteps.length - 1 ? scheduler.addNoise(imageLatents, noise, timesteps[stepIndex + 1]) : imageLatents;
-          return blendKnownRegion(stepped, known, pipeline.doClassifierFreeGuidance ? latentMask.chunk(2)[0] : latentMask);
-        }
-        : undefined,
+      predictNoise: (latentModelInput, timestep, _stepIndex, tensors) =>
+        predictNoiseWithUnet(unet, inpainting.unetSample(latentModelInput, tensors), timestep, tensors.promptEmbeds, pipeline.doClassifierFreeGuidance),
+      afterStep: inpainting.afterStep,
     });
     return finishOutput(options.outputType ?? ('image' as Output), denoised, this.components);
   }
@@ -178,11 +155,91 @@ export class StableDiffusionInpaintPipeline {
   }
 }
 
-async function checkSameSize(image: ImageInput, maskImage: ImageInput): Promise<void> {
+/** diffusers' inpainting takes a mask of the picture's own size; anything else is refused, naming both sizes. */
+export async function checkSameSize(image: ImageInput, maskImage: ImageInput): Promise<void> {
   const [imageDims, maskDims] = await Promise.all([imageSize(image), imageSize(maskImage)]);
   if (imageDims.width !== maskDims.width || imageDims.height !== maskDims.height) {
     throw new InvalidArgumentError(
       `maskImage is ${maskDims.width}×${maskDims.height} but image is ${imageDims.width}×${imageDims.height}; give a mask of the picture's size.`,
     );
   }
+}
+
+/**
+ * diffusers' inpainting `prepare_latents` then `prepare_mask_latents`, in their order of draws: the picture's VAE
+ * sample (when the start or the 4-channel blending needs it), the noise, then the masked picture's VAE sample. The
+ * run starts from the noise × `initNoiseSigma` at strength 1 or with given `latents` (they are the noise then), else
+ * from the picture noised to `timestep` — or, with `addNoise` off (SDXL's `denoisingStart`), from the picture's latents
+ * as they are. `imageLatents` comes back where the blending of a 4-channel UNet needs it.
+ */
+export async function prepareInpaintingLatents(settings: {
+  vae: VaeEncoding;
+  scheduler: Scheduler;
+  image: ImageInput;
+  maskImage: ImageInput;
+  size: ImageSize;
+  vaeScaleFactor: number;
+  inChannels: 4 | 9;
+  batchSize: number;
+  doClassifierFreeGuidance: boolean;
+  generator: Generator | undefined;
+  strength: number;
+  timestep: number;
+  latents?: Tensor<'float32'>;
+  addNoise?: boolean;
+}) {
+  const { vae, scheduler, size, vaeScaleFactor, inChannels, batchSize, doClassifierFreeGuidance, generator, addNoise = true } = settings;
+  const image = await preprocessImage(settings.image, size);
+  const startsFromNoise = addNoise && (settings.strength === 1 || settings.latents !== undefined);
+  const imageLatents = inChannels === 4 || !startsFromNoise ? repeatRows(await encodeImageLatents(vae, image, generator), batchSize) : undefined;
+  const latentShape = [batchSize, 4, size.height / vaeScaleFactor, size.width / vaeScaleFactor];
+  const noise = settings.latents ?? randn(latentShape, { generator });
+  const latents = !imageLatents || startsFromNoise
+    ? prepareLatents(latentShape, scheduler.initNoiseSigma, generator, noise)
+    : addNoise ? scheduler.addNoise(imageLatents, noise, settings.timestep) : imageLatents;
+
+  const maskCondition = await preprocessMask(settings.maskImage, size);
+  const { mask, maskedImageLatents } = await prepareMaskLatents({
+    vae, mask: maskCondition, maskedImage: maskOutImage(image, maskCondition), vaeScaleFactor, batchSize, doClassifierFreeGuidance, generator,
+  });
+  return { latents, noise, imageLatents: inChannels === 4 ? imageLatents : undefined, mask, maskedImageLatents };
+}
+
+type InpaintingTensors = Partial<Record<'mask' | 'maskedImageLatents', Tensor<'float32'>>>;
+
+/**
+ * The inpainting parts of the denoising loop: the UNet's `sample` (a 9-channel UNet takes the latents, the mask and
+ * the masked-picture latents concatenated) and, with a 4-channel UNet, the step that puts the known region back from
+ * the picture's latents noised to the next timestep (clean after the last). The mask and masked-picture latents are
+ * read from the loop's tensors, where a callback may have replaced or halved them.
+ */
+export function inpaintingLoop(settings: {
+  inChannels: 4 | 9;
+  pipeline: GenerationContext;
+  scheduler: Scheduler;
+  timesteps: ArrayLike<number>;
+  noise: Tensor<'float32'>;
+  imageLatents?: Tensor<'float32'>;
+}) {
+  const { inChannels, pipeline, scheduler, timesteps, noise, imageLatents } = settings;
+  /** A conditioning tensor as the next UNet call needs it. */
+  const conditioning = (name: keyof InpaintingTensors, tensor: Tensor<'float32'> | undefined) => {
+    if (!tensor) throw new InvalidArgumentError(`${name} is missing: a callback must not remove it.`);
+    const cfg = pipeline.doClassifierFreeGuidance;
+    checkBatch(name, tensor, (cfg ? 2 : 1) * pipeline.batchSize, cfg);
+    return tensor;
+  };
+  return {
+    unetSample: (latentModelInput: Tensor<'float32'>, tensors: InpaintingTensors): Tensor<'float32'> =>
+      inChannels === 9
+        ? Tensor.cat([latentModelInput, conditioning('mask', tensors.mask), conditioning('maskedImageLatents', tensors.maskedImageLatents)], 1)
+        : latentModelInput,
+    afterStep: inChannels === 4 && imageLatents
+      ? (stepped: Tensor<'float32'>, stepIndex: number, tensors: InpaintingTensors): Tensor<'float32'> => {
+        const latentMask = conditioning('mask', tensors.mask);
+        const known = stepIndex < timesteps.length - 1 ? scheduler.addNoise(imageLatents, noise, timesteps[stepIndex + 1]) : imageLatents;
+        return blendKnownRegion(stepped, known, pipeline.doClassifierFreeGuidance ? latentMask.chunk(2)[0] : latentMask);
+      }
+      : undefined,
+  };
 }

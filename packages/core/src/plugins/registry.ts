@@ -1,10 +1,10 @@
 import type {
-  CallbackPlugin,
   CallbackPluginDescriptor,
   CallbackPluginInfo,
   CallbackPluginOptions,
   CallbackPluginRegistry,
   CallbackPluginRuntime,
+  RegisteredCallback,
   StandardSchemaV1,
 } from '../contract.js';
 import { InvalidArgumentError } from '../errors.js';
@@ -102,11 +102,11 @@ export class CallbackRegistry {
   }
 
   /** A callback from its registry name and JSON-able options (validated), plus runtime values such as handlers. */
-  create<Name extends keyof CallbackPluginRegistry>(name: Name, options?: CallbackPluginOptions<Name>, runtime?: CallbackPluginRuntime<Name>): CallbackPlugin<string>;
-  create<Name extends string>(name: Name extends keyof CallbackPluginRegistry ? never : Name, options?: unknown, runtime?: unknown): CallbackPlugin<string>;
-  create(name: string, options?: unknown, runtime?: unknown): CallbackPlugin<string> {
+  create<Name extends keyof CallbackPluginRegistry>(name: Name, options?: CallbackPluginOptions<Name>, runtime?: CallbackPluginRuntime<Name>): RegisteredCallback;
+  create<Name extends string>(name: Name extends keyof CallbackPluginRegistry ? never : Name, options?: unknown, runtime?: unknown): RegisteredCallback;
+  create(name: string, options?: unknown, runtime?: unknown): RegisteredCallback {
     const parsed = this.parseOptions(name, options);
-    return this.get(name).create(parsed, runtime);
+    return this.get(name).create(parsed, runtime) as RegisteredCallback;
   }
 }
 
@@ -127,8 +127,8 @@ export function listCallbackPlugins(): CallbackPluginInfo[] {
 }
 
 /** `createCallback('cfg-cutoff', { cutoffStepRatio: 0.4 })`: a callback from the default registry, options checked. */
-export function createCallback<Name extends keyof CallbackPluginRegistry>(name: Name, options?: CallbackPluginOptions<Name>, runtime?: CallbackPluginRuntime<Name>): CallbackPlugin<string>;
-export function createCallback<Name extends string>(name: Name extends keyof CallbackPluginRegistry ? never : Name, options?: unknown, runtime?: unknown): CallbackPlugin<string>;
-export function createCallback(name: string, options?: unknown, runtime?: unknown): CallbackPlugin<string> {
+export function createCallback<Name extends keyof CallbackPluginRegistry>(name: Name, options?: CallbackPluginOptions<Name>, runtime?: CallbackPluginRuntime<Name>): RegisteredCallback;
+export function createCallback<Name extends string>(name: Name extends keyof CallbackPluginRegistry ? never : Name, options?: unknown, runtime?: unknown): RegisteredCallback;
+export function createCallback(name: string, options?: unknown, runtime?: unknown): RegisteredCallback {
   return defaultRegistry.create(name as never, options, runtime);
 }

@@ -1,54 +1,162 @@
-import { PipelineCallback, type Tensor } from '@diff/core';
-import type {
-  CallbackKwargs,
-  CallbackPipeline,
-  CallbackTensorName,
-  StableDiffusionTensorName,
-  StableDiffusionXLTensorName,
-} from '@diff/core/contract';
+import { InvalidArgumentError, PipelineCallback, type PipelineCallbackOptions } from '@diff/core/plugin';
+import type { CallbackKwargs, CallbackPipeline, CallbackPlugin, CallbackPluginDescriptor, JsonSchema } from '@diff/core/contract';
+import { z } from 'zod';
+
+export type { PipelineCallbackOptions } from '@diff/core/plugin';
 
 /**
- * Keeps the conditional half of every CFG-doubled tensor: rows `[batchSize, 2·batchSize)` of a `[negative; positive]`
- * batch. Tensors that are not doubled (latents, a guess-mode control image) are left alone. Unlike diffusers'
- * `[-1:]`, this keeps every image's row when the batch holds more than one image.
+ * Turns classifier-free guidance off at the cut-off step (`floor(numTimesteps · cutoffStepRatio)`, or
+ * `cutoffStepIndex`): from the next step on, the model runs on the conditional half of the batch only.
+ *
+ * Which tensors are doubled for guidance, and how their rows are laid out, is the pipeline's business
+ * (`pipeline.cfgTensorInputs`): `disableGuidance` halves all of them — in the kwargs and in the pipeline's own state —
+ * so this class needs no tensor inputs and works on every pipeline, with any `numImagesPerPrompt`.
  */
-function keepConditionalHalf<Name extends string>(kwargs: CallbackKwargs<Name>, batchSize: number): CallbackKwargs<Name> {
-  const result = { ...kwargs } as Record<string, Tensor<'float32'>>;
-  for (const [name, tensor] of Object.entries<Tensor<'float32'>>(kwargs)) {
-    if (tensor.shape[0] === 2 * batchSize) result[name] = tensor.narrow(0, batchSize, batchSize);
-  }
-  return result as CallbackKwargs<Name>;
-}
+export class CFGCutoffCallback<Name extends string = never> extends PipelineCallback<Name> {
+  readonly tensorInputs: readonly Name[] = [];
 
-/** The shared rule: at the cut-off step, guidance goes to 0 and the doubled tensors lose their negative half. */
-abstract class CFGCutoffCallback<Name extends string> extends PipelineCallback<Name> {
   callbackFn(pipeline: CallbackPipeline, stepIndex: number, _timestep: number, callbackKwargs: CallbackKwargs<Name>) {
-    if (stepIndex !== this.cutoffStep(pipeline)) return callbackKwargs;
-    pipeline.guidanceScale = 0;
-    return keepConditionalHalf(callbackKwargs, pipeline.batchSize);
+    return stepIndex === this.cutoffStep(pipeline) ? pipeline.disableGuidance(callbackKwargs) : callbackKwargs;
   }
 }
 
-/** Inputs of the SD 1.x pipelines that are doubled for classifier-free guidance, where the pipeline has them. */
-const SD_CFG_DOUBLED_EXTRAS: readonly CallbackTensorName[] = ['mask', 'maskedImageLatents', 'image'];
+/** diffusers' `SDCFGCutoffCallback`: declares the SD 1.x prompt embeddings, as diffusers does. */
+export class SDCFGCutoffCallback extends CFGCutoffCallback<'promptEmbeds'> {
+  override readonly tensorInputs = ['promptEmbeds'] as const;
+}
+
+/** diffusers' `SDXLCFGCutoffCallback`: declares the SDXL conditioning, so it is a type error on SD 1.x pipelines. */
+export class SDXLCFGCutoffCallback extends CFGCutoffCallback<'promptEmbeds' | 'addTextEmbeds' | 'addTimeIds'> {
+  override readonly tensorInputs = ['promptEmbeds', 'addTextEmbeds', 'addTimeIds'] as const;
+}
+
+/** diffusers' `SDXLControlnetCFGCutoffCallback`: the SDXL conditioning and the control image. */
+export class SDXLControlnetCFGCutoffCallback extends CFGCutoffCallback<'promptEmbeds' | 'addTextEmbeds' | 'addTimeIds' | 'image'> {
+  override readonly tensorInputs = ['promptEmbeds', 'addTextEmbeds', 'addTimeIds', 'image'] as const;
+}
+
+export interface GuidanceIntervalOptions {
+  /** Fraction of the steps before which guidance is off: guidance starts at step `floor(numTimesteps · start)`. Default 0. */
+  start?: number;
+  /** Fraction of the steps from which guidance is off again: step `floor(numTimesteps · end)`. Default 1. */
+  end?: number;
+}
 
 /**
- * Turns classifier-free guidance off after `cutoffStepRatio` of the steps (or at `cutoffStepIndex`) in every SD 1.x
- * pipeline: text-to-image, image-to-image, inpainting and ControlNet (where diffusers' own crashes).
+ * Classifier-free guidance only inside an interval of the steps: steps `i` with
+ * `floor(N · start) ≤ i < floor(N · end)` (N = `numTimesteps`) run the doubled batch, the others the conditional
+ * half only — the early steps lay out the picture without the guidance push, the late ones refine it cheaply.
+ *
+ * The generation must start with guidance on (`guidanceScale > 1`, the default): turning guidance back on needs the
+ * negative conditioning the pipeline computes only then, and `enableGuidance` throws otherwise.
  */
-export class SDCFGCutoffCallback extends CFGCutoffCallback<Extract<StableDiffusionTensorName, 'promptEmbeds'>> {
-  readonly tensorInputs = ['promptEmbeds'] as const;
-  override readonly optionalTensorInputs = SD_CFG_DOUBLED_EXTRAS;
+export class GuidanceIntervalCallback implements CallbackPlugin<never> {
+  readonly specificationVersion = 'v1' as const;
+  // disableGuidance/enableGuidance rewrite the pipeline's own tensors; the callback reads none.
+  readonly tensorInputs = [] as const;
+  // Before other step-begin hooks, so that they see the guidance this step's model call runs with.
+  readonly enforce = 'pre' as const;
+  readonly config: Readonly<Required<GuidanceIntervalOptions>>;
+
+  constructor(options: GuidanceIntervalOptions = {}) {
+    const { start = 0, end = 1 } = options;
+    if (!(typeof start === 'number' && typeof end === 'number' && start >= 0 && start < end && end <= 1)) {
+      throw new InvalidArgumentError(`GuidanceIntervalCallback needs 0 ≤ start < end ≤ 1, got start ${String(start)} and end ${String(end)}.`);
+    }
+    this.config = Object.freeze({ start, end });
+  }
+
+  get name(): string {
+    return this.constructor.name;
+  }
+
+  /** Whether step `stepIndex` of a run of `pipeline.numTimesteps` steps is guided. */
+  guides(pipeline: Pick<CallbackPipeline, 'numTimesteps'>, stepIndex: number): boolean {
+    const { numTimesteps } = pipeline;
+    return Math.floor(numTimesteps * this.config.start) <= stepIndex && stepIndex < Math.floor(numTimesteps * this.config.end);
+  }
+
+  onStepBegin(pipeline: CallbackPipeline, stepIndex: number, _timestep: number, callbackKwargs: CallbackKwargs<never>) {
+    const guided = this.guides(pipeline, stepIndex);
+    if (guided && !pipeline.doClassifierFreeGuidance) return pipeline.enableGuidance(callbackKwargs);
+    if (!guided && pipeline.doClassifierFreeGuidance) return pipeline.disableGuidance(callbackKwargs);
+    return callbackKwargs;
+  }
 }
 
-/** The same for SDXL pipelines: halves the prompt embeddings, pooled text embeddings and time ids. */
-export class SDXLCFGCutoffCallback extends CFGCutoffCallback<Exclude<StableDiffusionXLTensorName, 'latents'>> {
-  readonly tensorInputs = ['promptEmbeds', 'addTextEmbeds', 'addTimeIds'] as const;
+// ---------------------------------------------------------------------------------------------------------------
+// Registry descriptors. The cross-option rules live in the constructors; the schemas reuse them, so that a registry
+// rejects exactly what `new` rejects, with the same message.
+
+function constructorRule<Options>(construct: (options: Options) => unknown) {
+  return (options: Options, context: z.RefinementCtx) => {
+    try {
+      construct(options);
+    } catch (error) {
+      if (!(error instanceof InvalidArgumentError)) throw error;
+      context.addIssue({ code: 'custom', message: error.message });
+    }
+  };
 }
 
-/** The same for SDXL ControlNet pipelines: also halves the control image (parity with diffusers' list). */
-export class SDXLControlnetCFGCutoffCallback extends CFGCutoffCallback<'promptEmbeds' | 'addTextEmbeds' | 'addTimeIds' | 'image'> {
-  readonly tensorInputs = ['promptEmbeds', 'addTextEmbeds', 'addTimeIds', 'image'] as const;
+/** The options' JSON Schema with defaults and descriptions. zod types sub-schemas as possibly `true`; ours never are. */
+function jsonSchemaOf(schema: z.ZodType): JsonSchema {
+  return z.toJSONSchema(schema, { io: 'input' }) as JsonSchema;
 }
 
-export type { PipelineCallbackOptions } from '@diff/core';
+const cfgCutoffOptions = z
+  .strictObject({
+    cutoffStepRatio: z
+      .number()
+      .min(0)
+      .max(1)
+      .nullable()
+      .optional()
+      .describe('Fraction of the steps after which guidance is off: the cut-off step is floor(numTimesteps · ratio). Default 1.0 (no cut-off) unless cutoffStepIndex is given.'),
+    cutoffStepIndex: z
+      .number()
+      .int()
+      .min(0)
+      .nullable()
+      .optional()
+      .describe('The step index after which guidance is off; giving it alone disables the ratio. Not together with cutoffStepRatio.'),
+  })
+  .superRefine(constructorRule((options: PipelineCallbackOptions) => new CFGCutoffCallback(options)));
+
+/** `cfg-cutoff`: diffusers' CFG cut-off for every SD and SDXL pipeline. */
+export const plugin: CallbackPluginDescriptor<z.output<typeof cfgCutoffOptions>, undefined, z.input<typeof cfgCutoffOptions>> = {
+  specificationVersion: 'v1',
+  name: 'cfg-cutoff',
+  description: 'Turns classifier-free guidance off after a fraction of the steps (diffusers’ CFG cut-off); the remaining steps run one model batch instead of two.',
+  options: cfgCutoffOptions,
+  optionsJsonSchema: jsonSchemaOf(cfgCutoffOptions),
+  create: (options) => new CFGCutoffCallback(options),
+};
+
+const guidanceIntervalOptions = z
+  .strictObject({
+    start: z.number().min(0).max(1).default(0).describe('Fraction of the steps before which guidance is off: guidance starts at step floor(numTimesteps · start).'),
+    end: z.number().min(0).max(1).default(1).describe('Fraction of the steps from which guidance is off again: step floor(numTimesteps · end). Greater than start.'),
+  })
+  .superRefine(constructorRule((options: GuidanceIntervalOptions) => new GuidanceIntervalCallback(options)));
+
+/** `guidance-interval`: classifier-free guidance only for the steps in [start, end) of the run. */
+export const guidanceIntervalPlugin: CallbackPluginDescriptor<
+  z.output<typeof guidanceIntervalOptions>,
+  undefined,
+  z.input<typeof guidanceIntervalOptions>
+> = {
+  specificationVersion: 'v1',
+  name: 'guidance-interval',
+  description: 'Classifier-free guidance only for the steps in [start, end) of the run (the generation must start with guidance on).',
+  options: guidanceIntervalOptions,
+  optionsJsonSchema: jsonSchemaOf(guidanceIntervalOptions),
+  create: (options) => new GuidanceIntervalCallback(options),
+};
+
+declare module '@diff/core/contract' {
+  interface CallbackPluginRegistry {
+    'cfg-cutoff': typeof plugin;
+    'guidance-interval': typeof guidanceIntervalPlugin;
+  }
+}

@@ -33,11 +33,24 @@ export type CallbackSpecificationVersion = 'v1';
  */
 export type PredOriginalSampleName = 'predOriginalSample';
 
+/**
+ * The IP-Adapter's image embeddings `[rows, 1, D]`, CFG-doubled like the prompt embeddings (zeros as the negative
+ * half). Present where the model folder has an adapter, whatever the pipeline class: ask for it through
+ * `optionalTensorInputs`; asking for it by name on a model without one is an error.
+ */
+export type IPAdapterTensorName = 'ipAdapterImageEmbeds';
+
 /** Names of the tensors each pipeline lets callbacks read and replace (diffusers' `_callback_tensor_inputs`). */
-export type StableDiffusionTensorName = 'latents' | 'promptEmbeds' | 'negativePromptEmbeds' | PredOriginalSampleName;
+export type StableDiffusionTensorName = 'latents' | 'promptEmbeds' | 'negativePromptEmbeds' | PredOriginalSampleName | IPAdapterTensorName;
 export type StableDiffusionInpaintTensorName = StableDiffusionTensorName | 'mask' | 'maskedImageLatents';
 export type StableDiffusionControlNetTensorName = StableDiffusionTensorName | 'image';
-export type StableDiffusionXLTensorName = 'latents' | 'promptEmbeds' | 'addTextEmbeds' | 'addTimeIds' | PredOriginalSampleName;
+export type StableDiffusionXLTensorName =
+  | 'latents'
+  | 'promptEmbeds'
+  | 'addTextEmbeds'
+  | 'addTimeIds'
+  | PredOriginalSampleName
+  | IPAdapterTensorName;
 export type StableDiffusionXLControlNetTensorName = StableDiffusionXLTensorName | 'image';
 export type StableDiffusionXLInpaintTensorName = StableDiffusionXLTensorName | 'mask' | 'maskedImageLatents';
 /** Every tensor name any built-in pipeline offers. */
@@ -87,6 +100,11 @@ export interface CallbackPipeline {
    * guidance on (`guidanceScale > 1`): otherwise no negative conditioning exists and it throws.
    */
   enableGuidance<Kwargs extends Partial<CallbackKwargs<string>>>(callbackKwargs: Kwargs, guidanceScale?: number): Kwargs;
+  /**
+   * Settable: the IP-Adapter scale from the next model call on (0 = adapter off), for this generation only — the
+   * shared pipeline keeps its own. A finite number; no effect on a model without an adapter.
+   */
+  ipAdapterScale: number;
   /** Settable. `true` skips the remaining steps; the current latents are decoded and returned normally. */
   interrupt: boolean;
   /** The tensors this pipeline lets callbacks read and replace. */

@@ -15,6 +15,14 @@ export type CfgLayout = Partial<Record<CallbackTensorName, CfgRows>>;
 
 type TensorMap = Record<string, Tensor<'float32'> | undefined>;
 
+/** An IP-Adapter scale, given as an option or set by a callback: a finite number. */
+export function checkIPAdapterScale(scale: unknown, source = 'ipAdapterScale'): number {
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) {
+    throw new InvalidArgumentError(`${source} must be a finite number (0 = adapter off, 1 = full strength), got ${String(scale)}.`);
+  }
+  return scale;
+}
+
 function pickRows(tensor: Tensor<'float32'>, rows: readonly number[]): Tensor<'float32'> {
   return Tensor.cat(rows.map((row) => tensor.narrow(0, row, 1)));
 }
@@ -41,6 +49,8 @@ export interface GenerationContextSettings {
   callbackTensorInputs: readonly CallbackTensorName[];
   cfgLayout: CfgLayout;
   guidanceScale: number;
+  /** The IP-Adapter scale the generation starts with (0 where the model has no adapter). */
+  ipAdapterScale?: number;
   timesteps: ArrayLike<number>;
   batchSize: number;
   latentChannels: number;
@@ -60,6 +70,7 @@ export class GenerationContext implements CallbackPipeline {
   readonly cfgTensorInputs: readonly CallbackTensorName[];
   guidanceScale: number;
   interrupt = false;
+  private currentIPAdapterScale: number;
   readonly timesteps: readonly number[];
   readonly batchSize: number;
   readonly latentChannels: number;
@@ -83,6 +94,7 @@ export class GenerationContext implements CallbackPipeline {
     this.cfgTensorInputs = Object.freeze(Object.keys(settings.cfgLayout) as CallbackTensorName[]);
     this.guidanceScale = settings.guidanceScale;
     this.initialGuidanceScale = settings.guidanceScale;
+    this.currentIPAdapterScale = settings.ipAdapterScale ?? 0;
     this.startedWithGuidance = settings.guidanceScale > 1;
     this.timesteps = Object.freeze(Array.from(settings.timesteps));
     this.batchSize = settings.batchSize;
@@ -94,6 +106,15 @@ export class GenerationContext implements CallbackPipeline {
 
   get numTimesteps(): number {
     return this.timesteps.length;
+  }
+
+  get ipAdapterScale(): number {
+    return this.currentIPAdapterScale;
+  }
+
+  /** Checked here, so that a callback setting a bad scale is named in the error. */
+  set ipAdapterScale(scale: number) {
+    this.currentIPAdapterScale = checkIPAdapterScale(scale);
   }
 
   /** diffusers: `guidance_scale > 1` (the ONNX UNets here take no guidance embedding). */

@@ -57,6 +57,32 @@ export async function readImage(
   return new Tensor(out, [1, wanted, height, width]);
 }
 
+/** A picture's own 8-bit pixels (no resize, channels as stored), e.g. for an image processor with its own resize. */
+export async function decodeImage(input: ImageInput): Promise<RawImage> {
+  if (isRawImage(input)) {
+    toSharp(input); // checks the raw layout
+    return input;
+  }
+  try {
+    const { data, info } = await toSharp(input).raw().toBuffer({ resolveWithObject: true });
+    const channels = info.channels === 2 ? 4 : info.channels;
+    if (info.channels === 2) return { data: expandGreyAlpha(data), width: info.width, height: info.height, channels: 4 };
+    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: channels as 1 | 3 | 4 };
+  } catch (error) {
+    throw new InvalidArgumentError(`Could not read the image: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** Grey + alpha → RGBA (RawImage has no two-channel form). */
+function expandGreyAlpha(data: Uint8Array): Uint8Array {
+  const out = new Uint8Array((data.length / 2) * 4);
+  for (let pixel = 0; pixel < data.length / 2; pixel++) {
+    const grey = data[2 * pixel];
+    out.set([grey, grey, grey, data[2 * pixel + 1]], 4 * pixel);
+  }
+  return out;
+}
+
 /** The size of a picture without decoding all of it. */
 export async function imageSize(input: ImageInput): Promise<{ width: number; height: number }> {
   if (isRawImage(input)) return { width: input.width, height: input.height };

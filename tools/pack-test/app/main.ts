@@ -1,0 +1,58 @@
+// A third-party app, as it would be written against the packages installed from their npm tarballs: a CFG cut-off,
+// per-step previews, an interrupt and the template's latent statistics on the embedded tiny model, each made by name
+// through the registry. Prints one JSON line that run.mjs checks.
+import { Generator, StableDiffusionPipeline } from '@diff/core';
+import type { CallbackPipeline } from '@diff/core/contract';
+import { CallbackRegistry, createCallback, discoverCallbackPlugins, listCallbackPlugins, registerCallbackPlugin } from '@diff/core/plugin';
+import { plugin as cfgCutoff } from '@diff/callback-cfg-cutoff';
+import { plugin as interrupt } from '@diff/callback-interrupt';
+import { plugin as preview, type LatentPreview } from '@diff/callback-preview';
+import { plugin as latentStats, type LatentStats } from '@diff/callback-template';
+import { modelDir } from '@diff/model-tiny';
+
+registerCallbackPlugin(cfgCutoff, interrupt, preview, latentStats);
+// The packages a CLI would find on its own: every installed package with the keyword diff-callback.
+const discovered = await discoverCallbackPlugins({ registry: new CallbackRegistry() });
+
+const previews: LatentPreview[] = [];
+const stats: LatentStats[] = [];
+const guidanceScales: number[] = [];
+const pipeline = await StableDiffusionPipeline.fromPretrained(modelDir);
+const { images, interruptedAtStep } = await pipeline.generate({
+  prompt: 'a red circle on a blue background',
+  numInferenceSteps: 8,
+  generator: new Generator().manualSeed(0),
+  callbackOnStepEnd: [
+    createCallback('cfg-cutoff', { cutoffStepRatio: 0.25 }),
+    createCallback('interrupt', { atStep: 5 }),
+    // enforce: 'post' — both run after the others, so they see the step after which the run stops.
+    createCallback('preview', { every: 2 }, { onPreview: (frame) => void previews.push(frame) }),
+    createCallback('latent-stats', {}, { onStats: (report) => void stats.push(report) }),
+    (state: CallbackPipeline) => void guidanceScales.push(state.guidanceScale),
+  ],
+});
+await pipeline.dispose();
+
+console.log(
+  JSON.stringify({
+    interruptedAtStep,
+    images: images.map(({ width, height }) => [width, height]),
+    previewSteps: previews.map((frame) => frame.stepIndex),
+    previewSize: previews.map(({ images: [picture] }) => [picture.width, picture.height])[0],
+    statsSteps: stats.map((report) => report.stepIndex),
+    statsFinite: stats.every((report) => report.images.every((image) => image.finite)),
+    guidanceScales,
+    registered: listCallbackPlugins().map((plugin) => plugin.name),
+    discovered: Object.fromEntries(discovered.map((pkg) => [pkg.packageName, pkg.descriptors.map((descriptor) => descriptor.name).sort()])),
+  }),
+);
+
+// Type-level checks across the installed packages' declarations: compiled by tsc, never run.
+export function typeChecks(): void {
+  // @ts-expect-error each package's CallbackPluginRegistry augmentation types its options
+  createCallback('interrupt', { atStep: 'five' });
+  // @ts-expect-error runtime values (handlers) are typed too
+  createCallback('latent-stats', {}, { onStats: 'console' });
+  // @ts-expect-error options are strict objects
+  createCallback('preview', { evry: 2 }, { onPreview: () => undefined });
+}

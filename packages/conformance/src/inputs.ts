@@ -5,6 +5,7 @@ import type { RawImage } from '@diff/core';
  *   "gradient: r=x/63, g=y/63, b=0.5*(1-x/63)+0.5*y/63 over 64x64, as uint8 round(v*255)"
  *   "L mode 64x64: 255 where 8<=y<40 and 16<=x<48, else 0"
  *   "RGB 64x64: white (255) where (x-32)^2+(y-28)^2 <= 18^2, else black"
+ *   "RGB 64x64: white (255) where |x-32| <= 14 and |y-30| <= 10, else black"
  * The formulas are read as arithmetic in x (column) and y (row).
  */
 export function describedImage(description: string): RawImage {
@@ -44,12 +45,12 @@ function roundHalfEven(value: number): number {
 }
 
 /**
- * Parses a formula in x (column) and y (row): numbers, + − · /, `^` powers, parentheses, comparisons (chained as in
- * Python: `8<=y<40`) and `and`. Arithmetic is rounded to float32 after every operation, as numpy does on float32
- * arrays, so that pixel values that fall on .5 round as they did for the reference.
+ * Parses a formula in x (column) and y (row): numbers, + − · /, `^` powers, parentheses, `|…|` absolute values,
+ * comparisons (chained as in Python: `8<=y<40`) and `and`. Arithmetic is rounded to float32 after every operation,
+ * as numpy does on float32 arrays, so that pixel values that fall on .5 round as they did for the reference.
  */
 function formula(text: string): (x: number, y: number) => number {
-  const tokens = text.match(/\d+(?:\.\d+)?|[xy]|and|<=|>=|==|[-+*/^()<>]/g) ?? [];
+  const tokens = text.match(/\d+(?:\.\d+)?|[xy]|and|<=|>=|==|[-+*/^()<>|]/g) ?? [];
   if (tokens.join('') !== text.replace(/\s+/g, '')) throw new Error(`Unsupported formula in a picture description: ${text}`);
   type Node = (x: number, y: number) => number;
   let position = 0;
@@ -72,6 +73,11 @@ function formula(text: string): (x: number, y: number) => number {
       const inner = conjunction();
       if (take() !== ')') throw new Error(`Unbalanced parentheses in: ${text}`);
       return inner;
+    }
+    if (token === '|') {
+      const inner = sum();
+      if (take() !== '|') throw new Error(`Unbalanced |…| in: ${text}`);
+      return (x, y) => Math.abs(inner(x, y));
     }
     if (token === '-') {
       const operand = atom();

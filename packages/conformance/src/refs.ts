@@ -10,6 +10,8 @@ export interface Refs {
   sdxl_runs?: RunRef[];
   inpaint_runs?: RunRef[];
   controlnet_runs?: RunRef[];
+  sdxl_inpaint_runs?: RunRef[];
+  sdxl_controlnet_runs?: RunRef[];
 }
 
 /** Seeds up to 2^64-1: large ones arrive as strings (see `readRefs`). */

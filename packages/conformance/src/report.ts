@@ -8,6 +8,8 @@ export const SECTION_NAMES = [
   'sdxl_runs',
   'inpaint_runs',
   'controlnet_runs',
+  'sdxl_inpaint_runs',
+  'sdxl_controlnet_runs',
 ] as const;
 
 export type SectionName = (typeof SECTION_NAMES)[number];

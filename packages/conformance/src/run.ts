@@ -5,7 +5,7 @@ import { checkRandnSection } from './sections/randn.js';
 import { checkSchedulersSection } from './sections/schedulers.js';
 import { checkTokenizerSection } from './sections/tokenizer.js';
 
-const PIPELINE_SECTIONS: readonly PipelineSectionName[] = ['sd_runs', 'sdxl_runs', 'inpaint_runs', 'controlnet_runs'];
+const PIPELINE_SECTIONS: readonly PipelineSectionName[] = ['sd_runs', 'sdxl_runs', 'inpaint_runs', 'controlnet_runs', 'sdxl_inpaint_runs', 'sdxl_controlnet_runs'];
 
 export interface RunOptions {
   /** The folder holding tiny-sd/, tiny-sdxl/, … */

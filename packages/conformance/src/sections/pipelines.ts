@@ -1,14 +1,14 @@
 import { join } from 'node:path';
 import * as core from '@diff/core';
 import type { CallbackKwargs, CallbackPipeline, Tensor } from '@diff/core';
-import { SDCFGCutoffCallback, SDXLCFGCutoffCallback } from '@diff/callback-cfg-cutoff';
+import { SDCFGCutoffCallback, SDXLCFGCutoffCallback, SDXLControlnetCFGCutoffCallback } from '@diff/callback-cfg-cutoff';
 import { describedImage } from '../inputs.js';
 import { buildScheduler } from './schedulers.js';
 import { EXACT, runChecks, type Check, type CheckOutcome, type Tolerance } from '../compare.js';
 import type { RunRef } from '../refs.js';
 import { settleCase, type CaseResult, type SectionName } from '../report.js';
 
-export type PipelineSectionName = Extract<SectionName, 'sd_runs' | 'sdxl_runs' | 'inpaint_runs' | 'controlnet_runs'>;
+export type PipelineSectionName = Extract<SectionName, 'sd_runs' | 'sdxl_runs' | 'inpaint_runs' | 'controlnet_runs' | 'sdxl_inpaint_runs' | 'sdxl_controlnet_runs'>;
 
 const LATENTS_TOLERANCE: Tolerance = { atol: 5e-4, rtol: 5e-4 };
 const IMAGE_TOLERANCE: Tolerance = { atol: 1e-3, rtol: 0 };
@@ -34,7 +34,8 @@ const PIPELINE_CLASSES: Record<string, string> = {
   text2img: 'AutoPipelineForText2Image',
   img2img: 'AutoPipelineForImage2Image',
   inpaint: 'AutoPipelineForInpainting',
-  controlnet: 'StableDiffusionControlNetPipeline',
+  // SD and SDXL ControlNet folders alike: model_index.json picks the pipeline.
+  controlnet: 'AutoPipelineForText2Image',
 };
 const FALLBACK_CLASSES: Record<string, Record<string, string>> = {
   text2img: { 'tiny-sdxl': 'StableDiffusionXLPipeline', default: 'StableDiffusionPipeline' },
@@ -59,6 +60,8 @@ function caseCallback(caseSpec: RunRef): unknown {
       return new SDCFGCutoffCallback(cutoff);
     case 'SDXLCFGCutoffCallback':
       return new SDXLCFGCutoffCallback(cutoff);
+    case 'SDXLControlnetCFGCutoffCallback':
+      return new SDXLControlnetCFGCutoffCallback(cutoff);
     case 'interrupt':
       return (pipeline: CallbackPipeline, stepIndex: number) => {
         if (stepIndex === args.step_index) pipeline.interrupt = true;

@@ -28,7 +28,7 @@ function pickRows(tensor: Tensor<'float32'>, rows: readonly number[]): Tensor<'f
 }
 
 /** The negative and positive rows of a doubled tensor, each `[B, …]`. */
-function splitRows(layout: CfgRows, tensor: Tensor<'float32'>, batchSize: number) {
+export function splitRows(layout: CfgRows, tensor: Tensor<'float32'>, batchSize: number) {
   if (layout.kind === 'pairTiled') {
     const images = Array.from({ length: batchSize }, (_, image) => 2 * image);
     return { negative: pickRows(tensor, images), positive: pickRows(tensor, images.map((row) => row + 1)) };

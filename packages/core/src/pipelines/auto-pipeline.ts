@@ -13,14 +13,16 @@ import { readConfigFile, type PipelineLoadOptions } from './loading.js';
 import { StableDiffusionImg2ImgPipeline } from './stable-diffusion-img2img.js';
 import { StableDiffusionInpaintPipeline } from './stable-diffusion-inpaint.js';
 import { StableDiffusionControlNetPipeline } from './stable-diffusion-controlnet.js';
-import { StableDiffusionXLImg2ImgPipeline } from './stable-diffusion-xl-img2img.js';
+import { StableDiffusionXLControlNetPipeline } from './stable-diffusion-xl-controlnet.js';
+import { StableDiffusionXLImg2ImgPipeline, type StableDiffusionXLImg2ImgLoadOptions } from './stable-diffusion-xl-img2img.js';
+import { StableDiffusionXLInpaintPipeline } from './stable-diffusion-xl-inpaint.js';
 import type { StableDiffusionXLLoadOptions } from './stable-diffusion-xl-steps.js';
 import { StableDiffusionXLPipeline } from './stable-diffusion-xl.js';
 import { StableDiffusionPipeline, type StableDiffusionBaseOptions } from './stable-diffusion.js';
 import type { OutputType, PipelineOutput } from './steps.js';
 
 /** The tensors every SD-family pipeline offers callbacks, SD 1.x and SDXL alike. */
-export type SharedTensorName = 'latents' | 'promptEmbeds';
+export type SharedTensorName = 'latents' | 'promptEmbeds' | 'predOriginalSample' | 'ipAdapterImageEmbeds';
 
 /**
  * What an auto-loaded text-to-image pipeline accepts whatever its family: the options SD 1.x and SDXL share.
@@ -47,9 +49,9 @@ export interface Image2ImagePipeline {
 
 /** The pipeline types each task may return. */
 interface TaskPipelines {
-  text2image: StableDiffusionPipeline | StableDiffusionXLPipeline | StableDiffusionControlNetPipeline;
+  text2image: StableDiffusionPipeline | StableDiffusionXLPipeline | StableDiffusionControlNetPipeline | StableDiffusionXLControlNetPipeline;
   image2image: StableDiffusionImg2ImgPipeline | StableDiffusionXLImg2ImgPipeline;
-  inpainting: StableDiffusionInpaintPipeline;
+  inpainting: StableDiffusionInpaintPipeline | StableDiffusionXLInpaintPipeline;
 }
 type Task = keyof TaskPipelines;
 
@@ -60,8 +62,9 @@ interface PipelineLoader<Pipeline> {
 /** Each family's pipeline per task (diffusers' `AUTO_*_PIPELINES_MAPPING`): one line per family. */
 const PIPELINES_BY_FAMILY: Readonly<Record<string, { readonly [T in Task]?: PipelineLoader<TaskPipelines[T]> }>> = {
   StableDiffusion: { text2image: StableDiffusionPipeline, image2image: StableDiffusionImg2ImgPipeline, inpainting: StableDiffusionInpaintPipeline },
-  StableDiffusionXL: { text2image: StableDiffusionXLPipeline, image2image: StableDiffusionXLImg2ImgPipeline },
+  StableDiffusionXL: { text2image: StableDiffusionXLPipeline, image2image: StableDiffusionXLImg2ImgPipeline, inpainting: StableDiffusionXLInpaintPipeline },
   StableDiffusionControlNet: { text2image: StableDiffusionControlNetPipeline },
+  StableDiffusionXLControlNet: { text2image: StableDiffusionXLControlNetPipeline },
 };
 
 const TASK_NAMES: Readonly<Record<Task, { auto: string; infix: string }>> = {
@@ -110,8 +113,8 @@ async function refuseInpaintingModel(dir: string): Promise<void> {
 export class AutoPipelineForText2Image {
   /**
    * The text-to-image pipeline of the folder's model family (any of its `_class_name`s): `StableDiffusionPipeline`
-   * or `StableDiffusionXLPipeline` (whose load options it takes too), or `StableDiffusionControlNetPipeline`.
-   * Inpainting models are refused. A ControlNet pipeline also needs its `image` option: without it, `generate`
+   * or `StableDiffusionXLPipeline` (whose load options it takes too), or `StableDiffusionControlNetPipeline` or
+   * `StableDiffusionXLControlNetPipeline`. Inpainting models are refused. A ControlNet pipeline also needs its `image` option: without it, `generate`
    * throws an InvalidArgumentError saying so (the shared type cannot require it).
    */
   static async fromPretrained(dir: string, options: StableDiffusionXLLoadOptions = {}): Promise<Text2ImagePipeline> {
@@ -129,8 +132,12 @@ export class AutoPipelineForImage2Image {
 }
 
 export class AutoPipelineForInpainting {
-  /** The inpainting pipeline of the folder's model family: inpainting exports (9-channel UNets) and plain ones alike. */
-  static async fromPretrained(dir: string, options: PipelineLoadOptions = {}): Promise<TaskPipelines['inpainting']> {
+  /**
+   * The inpainting pipeline of the folder's model family (`StableDiffusionInpaintPipeline` or
+   * `StableDiffusionXLInpaintPipeline`, whose load options it takes too): inpainting exports (9-channel UNets) and
+   * plain ones alike.
+   */
+  static async fromPretrained(dir: string, options: StableDiffusionXLImg2ImgLoadOptions = {}): Promise<TaskPipelines['inpainting']> {
     return loadForTask('inpainting', dir, options);
   }
 }

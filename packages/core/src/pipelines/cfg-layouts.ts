@@ -9,5 +9,7 @@ export const SDXL_CFG_LAYOUT: CfgLayout = {
   addTextEmbeds: { kind: 'negativeFirst' },
   addTimeIds: { kind: 'pairTiled' },
 };
+/** SDXL image-to-image and inpainting: diffusers stacks their time ids too, every negative row before the positive ones. */
+export const SDXL_IMAGE_CFG_LAYOUT: CfgLayout = { ...SDXL_CFG_LAYOUT, addTimeIds: { kind: 'negativeFirst' } };
 /** The inpainting conditioning, doubled as diffusers does (`torch.cat([mask] * 2)`). */
 export const INPAINT_CFG_LAYOUT: CfgLayout = { mask: { kind: 'duplicated' }, maskedImageLatents: { kind: 'duplicated' } };

@@ -3,6 +3,7 @@ import { resolveCallbacks, type CallbackOptionValues } from '../callbacks/resolv
 import type { CallbackPipeline, CallbackTensorName } from '../contract.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
+import { hasIPAdapter } from './ip-adapter.js';
 import { latentDecoder } from './steps.js';
 
 /** Which pipeline is generating: its class name and model family, as callbacks see them. */
@@ -16,6 +17,7 @@ interface GeneratingPipeline {
   readonly scheduler: Scheduler;
   readonly callbackTensorInputs: readonly CallbackTensorName[];
   readonly components: {
+    readonly unet: OnnxModel;
     readonly vaeDecoder: OnnxModel;
     readonly scalingFactor: number;
     readonly vaeScaleFactor: number;
@@ -28,19 +30,23 @@ interface GeneratingPipeline {
  * runs, a fresh scheduler (a clone: concurrent generations never share scheduler state), and a maker for the
  * per-call state the callbacks see, once the schedule, the batch and the CFG layout are known.
  */
-export function startGeneration(
+export async function startGeneration(
   identity: PipelineIdentity,
   pipeline: GeneratingPipeline,
   options: CallbackOptionValues & { signal?: AbortSignal },
 ) {
   const scheduler = pipeline.scheduler.clone();
-  const unavailable: Record<string, string> = scheduler.computesPredOriginalSample
-    ? {}
-    : { predOriginalSample: `${scheduler.className} computes no predicted clean sample; use optionalTensorInputs for it` };
+  const unavailable: Record<string, string> = {};
+  if (!scheduler.computesPredOriginalSample) {
+    unavailable.predOriginalSample = `${scheduler.className} computes no predicted clean sample; use optionalTensorInputs for it`;
+  }
+  if (!(await hasIPAdapter(pipeline.components.unet))) {
+    unavailable.ipAdapterImageEmbeds = 'this model has no IP-Adapter; use optionalTensorInputs for it';
+  }
   const callbacks = resolveCallbacks(options, { pipelineName: identity.name, allowed: pipeline.callbackTensorInputs, unavailable });
   const { components } = pipeline;
   const outChannels = components.unetConfig.out_channels;
-  const context = (settings: { guidanceScale: number; timesteps: ArrayLike<number>; batchSize: number; cfgLayout: CfgLayout }) =>
+  const context = (settings: { guidanceScale: number; timesteps: ArrayLike<number>; batchSize: number; cfgLayout: CfgLayout; ipAdapterScale?: number }) =>
     new GenerationContext({
       ...settings,
       pipelineName: identity.name,

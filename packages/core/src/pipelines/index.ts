@@ -19,6 +19,7 @@ export {
   type StableDiffusionXLImg2ImgLoadOptions,
   type StableDiffusionXLImg2ImgComponents,
 } from './stable-diffusion-xl-img2img.js';
+export { StableDiffusionXLInpaintPipeline, type StableDiffusionXLInpaintOptions } from './stable-diffusion-xl-inpaint.js';
 export {
   encodePromptXL,
   type CropCoordsTuple,
@@ -34,7 +35,15 @@ export {
   type StableDiffusionControlNetComponents,
   type StableDiffusionControlNetLoadOptions,
   type StableDiffusionControlNetOptions,
+  type ControlNetLoadOptions,
+  type ControlNetOptions,
 } from './stable-diffusion-controlnet.js';
+export {
+  StableDiffusionXLControlNetPipeline,
+  type StableDiffusionXLControlNetComponents,
+  type StableDiffusionXLControlNetLoadOptions,
+  type StableDiffusionXLControlNetOptions,
+} from './stable-diffusion-xl-controlnet.js';
 export {
   CLIPImageProcessor,
   resizeBicubicAntialias,

@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkIPAdapterScale } from '../callbacks/context.js';
+import { checkIPAdapterScale, type CfgLayout } from '../callbacks/context.js';
 import { InvalidArgumentError, ModelLoadError } from '../errors.js';
 import type { OnnxModel, SessionPool } from '../runtime/onnx-model.js';
 import { Tensor } from '../tensor.js';
@@ -54,23 +54,39 @@ export function loadIPAdapterEncoder(dir: string, pool: SessionPool): IPAdapterE
 const IMAGE_EMBEDS_INPUT = 'image_embeds';
 const SCALE_INPUT = 'ip_adapter_scale';
 
-/** What a generation feeds the adapter: the (CFG-doubled) embeddings and the scale it starts with. */
+/**
+ * What a generation adds for the adapter: the callback tensor (CFG-doubled embeddings), its CFG layout and the scale
+ * the generation starts with — all empty for a model without an adapter, so pipelines spread them unconditionally.
+ */
 export interface PreparedIPAdapter {
-  readonly ipAdapterImageEmbeds: Tensor<'float32'>;
+  readonly tensors: { ipAdapterImageEmbeds?: Tensor<'float32'> };
+  readonly cfgLayout: CfgLayout;
   readonly scale: number;
+}
+
+const NO_IP_ADAPTER: PreparedIPAdapter = { tensors: {}, cfgLayout: {}, scale: 0 };
+
+function prepared(ipAdapterImageEmbeds: Tensor<'float32'>, scale: number): PreparedIPAdapter {
+  return { tensors: { ipAdapterImageEmbeds }, cfgLayout: { ipAdapterImageEmbeds: { kind: 'negativeFirst' } }, scale };
+}
+
+/** Whether the model's UNet takes the adapter's inputs. */
+export async function hasIPAdapter(unet: OnnxModel): Promise<boolean> {
+  const names = new Set((await unet.inputs()).map((spec) => spec.name));
+  return names.has(IMAGE_EMBEDS_INPUT) && names.has(SCALE_INPUT);
 }
 
 /**
  * diffusers' `prepare_ip_adapter_image_embeds` for one adapter: the image encoded (or the given embeddings checked),
- * one row per image of the batch, `[zeros; embeds]` under guidance. `undefined` for a model without an adapter (and
- * an error if adapter options were given for it). A model with an adapter but no picture runs as without it
+ * one row per image of the batch, `[zeros; embeds]` under guidance. Nothing for a model without an adapter (and an
+ * error if adapter options were given for it). A model with an adapter but no picture runs as without it
  * (scale 0), where diffusers fails.
  */
 export async function prepareIPAdapter(
   model: { readonly unet: OnnxModel; readonly ipAdapter?: IPAdapterEncoder },
   options: IPAdapterOptions,
   batch: { batchSize: number; doClassifierFreeGuidance: boolean },
-): Promise<PreparedIPAdapter | undefined> {
+): Promise<PreparedIPAdapter> {
   const { ipAdapterImage, ipAdapterImageEmbeds, ipAdapterScale } = options;
   if (ipAdapterScale !== undefined) checkIPAdapterScale(ipAdapterScale);
   if (Array.isArray(ipAdapterImage) || Array.isArray(ipAdapterImageEmbeds)) {
@@ -91,7 +107,7 @@ export async function prepareIPAdapter(
           'Use a folder exported with the adapter built in (tools/export).',
       );
     }
-    return undefined;
+    return NO_IP_ADAPTER;
   }
   const width = embedsSpec.shape[2];
   const { batchSize, doClassifierFreeGuidance } = batch;
@@ -110,10 +126,7 @@ export async function prepareIPAdapter(
     const perImage = shape[0] / halves;
     const [negative, positive] = doClassifierFreeGuidance ? ipAdapterImageEmbeds.chunk(2) : [undefined, ipAdapterImageEmbeds];
     const spread = (tensor: Tensor<'float32'>) => (perImage === 1 ? repeatRows(tensor, batchSize) : tensor);
-    return {
-      ipAdapterImageEmbeds: negative ? Tensor.cat([spread(negative), spread(positive)]) : spread(positive),
-      scale: ipAdapterScale ?? 1,
-    };
+    return prepared(negative ? Tensor.cat([spread(negative), spread(positive)]) : spread(positive), ipAdapterScale ?? 1);
   }
 
   let positive: Tensor<'float32'>;
@@ -136,7 +149,7 @@ export async function prepareIPAdapter(
   }
   // diffusers' unconditional image embeddings are zeros of the same shape.
   const embeds = doClassifierFreeGuidance ? Tensor.cat([Tensor.zeros(positive.shape), positive]) : positive;
-  return { ipAdapterImageEmbeds: embeds, scale: ipAdapterImage === undefined ? 0 : (ipAdapterScale ?? 1) };
+  return prepared(embeds, ipAdapterImage === undefined ? 0 : (ipAdapterScale ?? 1));
 }
 
 /** The UNet feeds for the adapter at one step: the embeddings (checked against the batch) and the current scale. */

@@ -5,6 +5,7 @@ import { OnnxModel, SessionPool, type RuntimeOptions } from '../runtime/onnx-mod
 import { loadSchedulerConfig, schedulerFromConfig, type Scheduler } from '../schedulers/index.js';
 import { CLIPTokenizer } from '../tokenizer/clip-tokenizer.js';
 import { readConfigFile } from '../util/config-file.js';
+import { loadIPAdapterEncoder } from './ip-adapter.js';
 
 export { readConfigFile };
 
@@ -41,6 +42,8 @@ export async function loadCommonComponents(dir: string, options: PipelineLoadOpt
     vaeDecoder: componentModel(dir, 'vae_decoder', pool),
     vaeEncoder: existsSync(join(dir, 'vae_encoder', 'model.onnx')) ? componentModel(dir, 'vae_encoder', pool) : undefined,
     unetConfig: await readConfigFile(join(dir, 'unet', 'config.json'), 'the UNet config').catch(() => ({}) as Record<string, unknown>),
+    /** The IP-Adapter's image encoder, where the folder has one. */
+    ipAdapter: loadIPAdapterEncoder(dir, pool),
   };
 }
 

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { splitRows, type CfgLayout, type CfgRows } from '../callbacks/context.js';
 import type { StableDiffusionControlNetTensorName } from '../contract.js';
 import { InvalidArgumentError, ModelLoadError } from '../errors.js';
 import type { OnnxModel, SessionPool } from '../runtime/onnx-model.js';
@@ -21,10 +22,12 @@ import {
   timestepFeed,
   type OutputType,
   type PipelineOutput } from './steps.js';
+import { ipAdapterFeeds, prepareIPAdapter } from './ip-adapter.js';
 import { generationSettings } from './validation.js';
 import { SD_CFG_LAYOUT } from './cfg-layouts.js';
 
-export interface StableDiffusionControlNetLoadOptions extends PipelineLoadOptions {
+/** The ControlNet load option every ControlNet pipeline takes. */
+export interface ControlNetLoadOptions {
   /**
    * The ControlNet folders (each with `model.onnx`, and optionally diffusers' `config.json`), absolute or relative
    * to the pipeline folder, in the order the control images are given. Default: `controlnet`, then `controlnet_1`,
@@ -33,11 +36,10 @@ export interface StableDiffusionControlNetLoadOptions extends PipelineLoadOption
   controlnets?: readonly string[];
 }
 
-export interface StableDiffusionControlNetOptions<
-  Requested extends StableDiffusionControlNetTensorName = 'latents',
-  Output extends OutputType = 'image',
-  BeginRequested extends StableDiffusionControlNetTensorName = 'latents',
-> extends StableDiffusionBaseOptions<StableDiffusionControlNetTensorName, Requested, Output, BeginRequested> {
+export interface StableDiffusionControlNetLoadOptions extends PipelineLoadOptions, ControlNetLoadOptions {}
+
+/** The ControlNet options every ControlNet pipeline takes (diffusers' `__call__` arguments, camelCased). */
+export interface ControlNetOptions {
   /**
    * The control picture, or one per ControlNet (an array, in the ControlNets' order; required with several). Read
    * as diffusers reads a PIL image: converted to RGB (grey pictures, files or 1-channel raw pixels, are repeated on
@@ -63,6 +65,13 @@ export interface StableDiffusionControlNetOptions<
   /** Default: the first control picture's size, each side rounded down to a multiple of the VAE factor. */
   height?: number;
   width?: number;
+}
+
+export interface StableDiffusionControlNetOptions<
+  Requested extends StableDiffusionControlNetTensorName = 'latents',
+  Output extends OutputType = 'image',
+  BeginRequested extends StableDiffusionControlNetTensorName = 'latents',
+> extends StableDiffusionBaseOptions<StableDiffusionControlNetTensorName, Requested, Output, BeginRequested>, ControlNetOptions {
   /** Start from these (unscaled) latents instead of fresh noise. */
   latents?: Tensor<'float32'>;
 }
@@ -81,7 +90,7 @@ export type StableDiffusionControlNetComponents = CommonComponents & { readonly 
  * `down_block_res_sample_<k>` and `mid_block_res_sample`, the UNet takes them as `down_block_additional_residual_<k>`
  * and `mid_block_additional_residual`. Down blocks first, the mid block last, as diffusers lists them.
  */
-interface ResidualNames {
+export interface ResidualNames {
   readonly outputs: readonly string[];
   readonly inputs: readonly string[];
 }
@@ -90,6 +99,10 @@ const DOWN_RESIDUAL_OUTPUT = /^down_block_res_sample_\d+$/;
 const DOWN_RESIDUAL_INPUT = /^down_block_additional_residual_\d+$/;
 const MID_RESIDUAL_OUTPUT = 'mid_block_res_sample';
 const MID_RESIDUAL_INPUT = 'mid_block_additional_residual';
+/** What every ControlNet export takes besides the UNet conditioning a pipeline feeds it. */
+const CONTROLNET_INPUTS = ['sample', 'timestep', 'controlnet_cond', 'conditioning_scale'] as const;
+/** The UNet conditioning an SD 1.x / 2.x ControlNet takes. */
+const SD_CONTROLNET_CONDITIONING = ['encoder_hidden_states'] as const;
 
 /**
  * Text-to-image guided by one or several ControlNets, with Stable Diffusion 1.x / 2.x ONNX exports (diffusers'
@@ -104,7 +117,7 @@ const MID_RESIDUAL_INPUT = 'mid_block_additional_residual';
  */
 export class StableDiffusionControlNetPipeline {
   static readonly callbackTensorInputs: readonly StableDiffusionControlNetTensorName[] = [
-    'latents', 'promptEmbeds', 'negativePromptEmbeds', 'image', 'predOriginalSample',
+    'latents', 'promptEmbeds', 'negativePromptEmbeds', 'image', 'predOriginalSample', 'ipAdapterImageEmbeds',
   ];
   readonly callbackTensorInputs = StableDiffusionControlNetPipeline.callbackTensorInputs;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
@@ -118,10 +131,9 @@ export class StableDiffusionControlNetPipeline {
 
   static async fromPretrained(dir: string, options: StableDiffusionControlNetLoadOptions = {}): Promise<StableDiffusionControlNetPipeline> {
     const { controlnets: folders, ...loadOptions } = options;
-    if (folders?.length === 0) throw new InvalidArgumentError('controlnets lists no folder; omit it to load controlnet, controlnet_1, … from the pipeline folder.');
+    const controlnetFolders = controlNetFolders(dir, folders);
     const common = await loadCommonComponents(dir, loadOptions);
-    const controlnets = await loadControlNets(folders?.map((folder) => resolve(dir, folder)) ?? defaultControlNetFolders(dir), common.pool);
-    return new StableDiffusionControlNetPipeline({ ...common, controlnets });
+    return new StableDiffusionControlNetPipeline({ ...common, controlnets: await loadControlNets(controlnetFolders, common.pool) });
   }
 
   /**
@@ -129,7 +141,7 @@ export class StableDiffusionControlNetPipeline {
    * in the same number. A `ModelLoadError` names both counts when a ControlNet does not fit the UNet.
    */
   residualNames(): Promise<ResidualNames> {
-    this.#residualNames ??= matchResiduals(this.components);
+    this.#residualNames ??= matchResiduals(this.components, SD_CONTROLNET_CONDITIONING);
     return this.#residualNames;
   }
 
@@ -140,56 +152,41 @@ export class StableDiffusionControlNetPipeline {
     const control = controlSettings(options, controlnets);
     const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
       options,
-      await outputSize(options, control.images[0], vaeScaleFactor),
+      await controlOutputSize(options, control.images[0], vaeScaleFactor),
       { guidanceScale: 7.5, vaeScaleFactor },
     );
     const { generator } = options;
-    const { callbacks, scheduler, context } = startGeneration({ name: 'StableDiffusionControlNetPipeline', family: 'stable-diffusion' }, this, options);
+    const { callbacks, scheduler, context } = await startGeneration({ name: 'StableDiffusionControlNetPipeline', family: 'stable-diffusion' }, this, options);
     const residualNames = await this.residualNames();
     const doClassifierFreeGuidance = guidanceScale > 1;
     const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, doClassifierFreeGuidance);
 
-    // diffusers' prepare_image: the picture per image of the batch, doubled for guidance unless in guess mode.
-    const pictures = await Promise.all(control.images.map((input) => readImage(input, 'rgb', { width, height })));
-    const perImage = repeatRows(Tensor.cat(pictures, 1), batchSize);
-    const image = doClassifierFreeGuidance && !control.guessMode ? Tensor.cat([perImage, perImage]) : perImage;
+    const image = await prepareControlImage(control, { width, height }, batchSize, doClassifierFreeGuidance);
     scheduler.setTimesteps(numInferenceSteps);
     const timesteps = scheduler.timesteps;
     const latentShape = [batchSize, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
-    // Guess mode feeds the ControlNets the conditional rows only, so the control image is never doubled then.
-    const cfgLayout = control.guessMode ? SD_CFG_LAYOUT : { ...SD_CFG_LAYOUT, image: { kind: 'duplicated' } as const };
-    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout });
+    const ipAdapter = await prepareIPAdapter(this.components, options, { batchSize, doClassifierFreeGuidance: guidanceScale > 1 });
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...controlCfgLayout(SD_CFG_LAYOUT, control.guessMode), ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.scale });
 
     const denoised = await denoise<StableDiffusionControlNetTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
-      tensors: { latents, promptEmbeds, negativePromptEmbeds, image },
+      tensors: { latents, promptEmbeds, negativePromptEmbeds, image, ...ipAdapter.tensors },
       predictNoise: async (latentModelInput, timestep, stepIndex, tensors) => {
         const cfg = pipeline.doClassifierFreeGuidance;
         const embeddings = tensors.promptEmbeds as Tensor<'float32'>;
         checkBatch('promptEmbeds', embeddings, latentModelInput.shape[0], cfg);
-        // Guess mode under guidance: the ControlNets see the conditional half only; the other half gets no residuals.
-        const conditionalOnly = control.guessMode && cfg;
-        const controlRows = conditionalOnly ? batchSize : latentModelInput.shape[0];
-        const controlImage = tensors.image as Tensor<'float32'>;
-        checkControlImage(controlImage, controlRows, controlnets.length, cfg, control.guessMode);
-        const residuals = await runControlNets(controlnets, residualNames.outputs, {
-          sample: conditionalOnly ? latentModelInput.narrow(0, batchSize, batchSize) : latentModelInput,
-          timestep,
-          encoderHiddenStates: conditionalOnly ? embeddings.narrow(0, batchSize, batchSize) : embeddings,
-          image: controlImage,
-          scales: control.scalesAt(stepIndex, timesteps.length),
-          guessMode: control.guessMode,
-        });
-        const residualFeeds = residualNames.inputs.map((name, k) => {
-          const residual = conditionalOnly ? Tensor.cat([Tensor.zeros(residuals[k].shape), residuals[k]]) : residuals[k];
-          return [name, residual] as const;
+        const residuals = await controlNetResidualFeeds(controlnets, residualNames, control, {
+          latentModelInput, timestep, stepIndex, stepCount: timesteps.length, batchSize, cfg,
+          image: tensors.image as Tensor<'float32'>,
+          conditioning: { encoder_hidden_states: { tensor: embeddings, rows: SD_CFG_LAYOUT.promptEmbeds! } },
         });
         const { out_sample } = await unet.run({
           sample: latentModelInput,
           timestep: timestepFeed(timestep, latentModelInput.shape[0]),
           encoder_hidden_states: embeddings,
-          ...Object.fromEntries(residualFeeds),
+          ...ipAdapterFeeds(tensors.ipAdapterImageEmbeds, pipeline.ipAdapterScale, latentModelInput.shape[0]),
+          ...residuals,
         });
         return out_sample;
       },
@@ -203,14 +200,19 @@ export class StableDiffusionControlNetPipeline {
   }
 }
 
-/** `controlnet`, then `controlnet_1`, `controlnet_2`, … while they exist (a missing `controlnet` is reported on load). */
-function defaultControlNetFolders(dir: string): string[] {
+/**
+ * The ControlNet folders to load: those given, resolved against the pipeline folder `dir`, else `controlnet`, then
+ * `controlnet_1`, `controlnet_2`, … while they exist (a missing `controlnet` is reported on load).
+ */
+export function controlNetFolders(dir: string, given: readonly string[] | undefined): string[] {
+  if (given?.length === 0) throw new InvalidArgumentError('controlnets lists no folder; omit it to load controlnet, controlnet_1, … from the pipeline folder.');
+  if (given) return given.map((folder) => resolve(dir, folder));
   const folders = [join(dir, 'controlnet')];
   for (let index = 1; existsSync(join(dir, `controlnet_${index}`)); index++) folders.push(join(dir, `controlnet_${index}`));
   return folders;
 }
 
-async function loadControlNets(folders: readonly string[], pool: SessionPool): Promise<ControlNet[]> {
+export async function loadControlNets(folders: readonly string[], pool: SessionPool): Promise<ControlNet[]> {
   return Promise.all(
     folders.map(async (folder) => {
       const model = componentModel(dirname(folder), basename(folder), pool);
@@ -225,7 +227,21 @@ function downResidualCount(names: readonly string[], pattern: RegExp): number {
   return names.filter((name) => pattern.test(name)).length;
 }
 
-async function matchResiduals({ unet, controlnets }: StableDiffusionControlNetComponents): Promise<ResidualNames> {
+/** The static width of an `[batch, sequence, width]` input, when the export declares one. */
+async function contextWidth(model: OnnxModel): Promise<number | undefined> {
+  const width = (await model.inputs()).find((spec) => spec.name === 'encoder_hidden_states')?.shape[2];
+  return typeof width === 'number' ? width : undefined;
+}
+
+/**
+ * Checks that every ControlNet fits the UNet — the same number of residuals, the UNet conditioning the pipeline
+ * feeds it (`conditioning`: SDXL ControlNets also take `text_embeds` and `time_ids`), the same text-embedding width —
+ * and returns the residual names. Throws a `ModelLoadError` that says what does not fit.
+ */
+export async function matchResiduals(
+  { unet, controlnets }: { readonly unet: OnnxModel; readonly controlnets: readonly ControlNet[] },
+  conditioning: readonly string[],
+): Promise<ResidualNames> {
   const unetInputs = (await unet.inputs()).map((spec) => spec.name);
   const downCount = downResidualCount(unetInputs, DOWN_RESIDUAL_INPUT);
   if (downCount === 0 || !unetInputs.includes(MID_RESIDUAL_INPUT)) {
@@ -235,6 +251,8 @@ async function matchResiduals({ unet, controlnets }: StableDiffusionControlNetCo
         `${unetInputs.join(', ')}). Use a UNet exported for ControlNet.`,
     );
   }
+  const expectedInputs = [...CONTROLNET_INPUTS, ...conditioning];
+  const unetWidth = await contextWidth(unet);
   for (const { model } of controlnets) {
     const outputs = await model.outputNames();
     const count = downResidualCount(outputs, DOWN_RESIDUAL_OUTPUT);
@@ -243,6 +261,23 @@ async function matchResiduals({ unet, controlnets }: StableDiffusionControlNetCo
         model.path,
         `gives ${count} down-block residuals${outputs.includes(MID_RESIDUAL_OUTPUT) ? '' : ' and no mid-block one'}, but the UNet ` +
           `(${unet.path}) takes ${downCount} and a mid-block one: this ControlNet was made for another UNet.`,
+      );
+    }
+    const inputs = (await model.inputs()).map((spec) => spec.name);
+    const missing = expectedInputs.filter((name) => !inputs.includes(name));
+    const extra = inputs.filter((name) => !expectedInputs.includes(name));
+    if (missing.length > 0 || extra.length > 0) {
+      throw new ModelLoadError(
+        model.path,
+        `takes ${inputs.join(', ')}, but this pipeline feeds its ControlNets ${expectedInputs.join(', ')}: this ControlNet was made ` +
+          'for another UNet (SDXL ControlNets also take text_embeds and time_ids; SD 1.x / 2.x ones do not).',
+      );
+    }
+    const width = await contextWidth(model);
+    if (width !== undefined && unetWidth !== undefined && width !== unetWidth) {
+      throw new ModelLoadError(
+        model.path,
+        `takes text embeddings ${width} wide, but the UNet (${unet.path}) takes ${unetWidth}: this ControlNet was made for another UNet.`,
       );
     }
   }
@@ -254,7 +289,7 @@ async function matchResiduals({ unet, controlnets }: StableDiffusionControlNetCo
 }
 
 /** diffusers' default size: the one given, else the first control picture's, each side rounded down to the VAE factor. */
-async function outputSize(given: { height?: number; width?: number }, picture: ImageInput, vaeScaleFactor: number) {
+export async function controlOutputSize(given: { height?: number; width?: number }, picture: ImageInput, vaeScaleFactor: number) {
   if (given.height !== undefined && given.width !== undefined) return { height: given.height, width: given.width };
   const own = await defaultImageSize(picture, vaeScaleFactor);
   return { height: given.height ?? own.height, width: given.width ?? own.width };
@@ -269,9 +304,11 @@ function perControlNet<T>(name: string, value: T | readonly T[], count: number, 
   return values;
 }
 
+export type ControlSettings = ReturnType<typeof controlSettings>;
+
 /** The ControlNet options, checked (diffusers' `check_inputs`) and aligned one per ControlNet. */
-function controlSettings(
-  options: Pick<StableDiffusionControlNetOptions, 'image' | 'controlnetConditioningScale' | 'guessMode' | 'controlGuidanceStart' | 'controlGuidanceEnd'>,
+export function controlSettings(
+  options: Pick<ControlNetOptions, 'image' | 'controlnetConditioningScale' | 'guessMode' | 'controlGuidanceStart' | 'controlGuidanceEnd'>,
   controlnets: readonly ControlNet[],
 ) {
   const count = controlnets.length;
@@ -302,6 +339,26 @@ function controlSettings(
       });
     },
   };
+}
+
+/**
+ * diffusers' `prepare_image` for every ControlNet: each picture read as RGB at the output size, side by side on the
+ * channel axis, one row per image of the batch, doubled for guidance unless in guess mode.
+ */
+export async function prepareControlImage(
+  control: ControlSettings,
+  size: { width: number; height: number },
+  batchSize: number,
+  doClassifierFreeGuidance: boolean,
+): Promise<Tensor<'float32'>> {
+  const pictures = await Promise.all(control.images.map((input) => readImage(input, 'rgb', size)));
+  const perImage = repeatRows(Tensor.cat(pictures, 1), batchSize);
+  return doClassifierFreeGuidance && !control.guessMode ? Tensor.cat([perImage, perImage]) : perImage;
+}
+
+/** A pipeline's CFG layout with the control image: doubled under guidance, except in guess mode, where it never is. */
+export function controlCfgLayout(layout: CfgLayout, guessMode: boolean): CfgLayout {
+  return guessMode ? layout : { ...layout, image: { kind: 'duplicated' } };
 }
 
 /** The control image must fit the ControlNets' batch and hold 3 channels per ControlNet; says how to fix a callback. */
@@ -341,7 +398,8 @@ async function runControlNets(
   step: {
     sample: Tensor<'float32'>;
     timestep: number;
-    encoderHiddenStates: Tensor<'float32'>;
+    /** The UNet conditioning the ControlNets take, by input name (`encoder_hidden_states`, SDXL's `text_embeds`, …). */
+    conditioning: Readonly<Record<string, Tensor<'float32'>>>;
     image: Tensor<'float32'>;
     scales: readonly number[];
     guessMode: boolean;
@@ -353,7 +411,7 @@ async function runControlNets(
       {
         sample: step.sample,
         timestep: timestepFeed(step.timestep, step.sample.shape[0]),
-        encoder_hidden_states: step.encoderHiddenStates,
+        ...step.conditioning,
         controlnet_cond: controlnets.length === 1 ? step.image : step.image.narrow(1, 3 * index, 3),
         conditioning_scale: 1,
       },
@@ -363,4 +421,54 @@ async function runControlNets(
     residualsPerControlNet.push(outputNames.map((name, k) => scaleTensor(outputs[name], factors[k])));
   }
   return residualsPerControlNet.reduce((sums, residuals) => sums.map((sum, k) => addTensors(sum, residuals[k])));
+}
+
+/** One denoising step as the ControlNets see it. */
+export interface ControlNetStep {
+  /** The UNet's scaled latent batch (`[latents; latents]` under guidance). */
+  latentModelInput: Tensor<'float32'>;
+  timestep: number;
+  stepIndex: number;
+  stepCount: number;
+  /** Images in the latent batch. */
+  batchSize: number;
+  /** Whether this step runs with classifier-free guidance. */
+  cfg: boolean;
+  /** The control image as the loop holds it now (a callback may have replaced it). */
+  image: Tensor<'float32'>;
+  /**
+   * The UNet conditioning the ControlNets take, by input name, each with its rows' CFG layout: in guess mode under
+   * guidance the ControlNets get the conditional rows only.
+   */
+  conditioning: Readonly<Record<string, { tensor: Tensor<'float32'>; rows: CfgRows }>>;
+}
+
+/**
+ * The ControlNet part of a denoising step (diffusers' loop, before the UNet call): runs the ControlNets and returns
+ * their summed residuals as UNet feeds. In guess mode under guidance the ControlNets see the conditional half of the
+ * batch only, and the unconditional half gets zero residuals.
+ */
+export async function controlNetResidualFeeds(
+  controlnets: readonly ControlNet[],
+  residualNames: ResidualNames,
+  control: ControlSettings,
+  step: ControlNetStep,
+): Promise<Record<string, Tensor<'float32'>>> {
+  const { latentModelInput, batchSize, cfg } = step;
+  const conditionalOnly = control.guessMode && cfg;
+  checkControlImage(step.image, conditionalOnly ? batchSize : latentModelInput.shape[0], controlnets.length, cfg, control.guessMode);
+  const conditioning = Object.fromEntries(
+    Object.entries(step.conditioning).map(([name, { tensor, rows }]) => [name, conditionalOnly ? splitRows(rows, tensor, batchSize).positive : tensor]),
+  );
+  const residuals = await runControlNets(controlnets, residualNames.outputs, {
+    sample: conditionalOnly ? latentModelInput.narrow(0, batchSize, batchSize) : latentModelInput,
+    timestep: step.timestep,
+    conditioning,
+    image: step.image,
+    scales: control.scalesAt(step.stepIndex, step.stepCount),
+    guessMode: control.guessMode,
+  });
+  return Object.fromEntries(
+    residualNames.inputs.map((name, k) => [name, conditionalOnly ? Tensor.cat([Tensor.zeros(residuals[k].shape), residuals[k]]) : residuals[k]]),
+  );
 }

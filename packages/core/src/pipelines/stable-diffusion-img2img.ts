@@ -14,6 +14,7 @@ import type { ImageInput } from './images.js';
 import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
 import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
 import { encodeGuidedPrompt, finishOutput, predictNoiseWithUnet, type OutputType, type PipelineOutput } from './steps.js';
+import { prepareIPAdapter } from './ip-adapter.js';
 import { generationSettings } from './validation.js';
 import { SD_CFG_LAYOUT } from './cfg-layouts.js';
 
@@ -36,7 +37,7 @@ export type ImageToImageComponents = CommonComponents & { vaeEncoder: OnnxModel 
 
 /** Image-to-image with Stable Diffusion 1.x / 2.x ONNX exports (diffusers' `StableDiffusionImg2ImgPipeline`). */
 export class StableDiffusionImg2ImgPipeline {
-  static readonly callbackTensorInputs: readonly StableDiffusionTensorName[] = ['latents', 'promptEmbeds', 'negativePromptEmbeds', 'predOriginalSample'];
+  static readonly callbackTensorInputs: readonly StableDiffusionTensorName[] = ['latents', 'promptEmbeds', 'negativePromptEmbeds', 'predOriginalSample', 'ipAdapterImageEmbeds'];
   readonly callbackTensorInputs = StableDiffusionImg2ImgPipeline.callbackTensorInputs;
   readonly components: ImageToImageComponents;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
@@ -73,20 +74,21 @@ export class StableDiffusionImg2ImgPipeline {
       { guidanceScale: 7.5, vaeScaleFactor },
     );
     const { strength = 0.8, generator } = options;
-    const { callbacks, scheduler, context } = startGeneration({ name: 'StableDiffusionImg2ImgPipeline', family: 'stable-diffusion' }, this, options);
+    const { callbacks, scheduler, context } = await startGeneration({ name: 'StableDiffusionImg2ImgPipeline', family: 'stable-diffusion' }, this, options);
     const timesteps = strengthTimesteps(scheduler, numInferenceSteps, strength);
 
     const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, guidanceScale > 1);
     const { latents } = await prepareImageToImageLatents({
       vae: this.components, scheduler, image: await preprocessImage(options.image, size), timestep: timesteps[0], batchSize, generator,
     });
-    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: SD_CFG_LAYOUT });
+    const ipAdapter = await prepareIPAdapter(this.components, options, { batchSize, doClassifierFreeGuidance: guidanceScale > 1 });
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...SD_CFG_LAYOUT, ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.scale });
 
     const denoised = await denoise<StableDiffusionTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
-      tensors: { latents, promptEmbeds, negativePromptEmbeds },
+      tensors: { latents, promptEmbeds, negativePromptEmbeds, ...ipAdapter.tensors },
       predictNoise: (latentModelInput, timestep, _stepIndex, tensors) =>
-        predictNoiseWithUnet(unet, latentModelInput, timestep, tensors.promptEmbeds, pipeline.doClassifierFreeGuidance),
+        predictNoiseWithUnet(unet, latentModelInput, timestep, tensors, pipeline),
     });
     return finishOutput(options.outputType ?? ('image' as Output), denoised, this.components);
   }

@@ -31,6 +31,7 @@ import {
   repeatRows,
   type OutputType,
   type PipelineOutput } from './steps.js';
+import { prepareIPAdapter } from './ip-adapter.js';
 import { generationSettings } from './validation.js';
 import { INPAINT_CFG_LAYOUT, SD_CFG_LAYOUT } from './cfg-layouts.js';
 
@@ -83,7 +84,7 @@ export async function inpaintingUnetChannels(components: Pick<CommonComponents, 
  */
 export class StableDiffusionInpaintPipeline {
   static readonly callbackTensorInputs: readonly StableDiffusionInpaintTensorName[] = [
-    'latents', 'promptEmbeds', 'negativePromptEmbeds', 'mask', 'maskedImageLatents', 'predOriginalSample',
+    'latents', 'promptEmbeds', 'negativePromptEmbeds', 'mask', 'maskedImageLatents', 'predOriginalSample', 'ipAdapterImageEmbeds',
   ];
   readonly callbackTensorInputs = StableDiffusionInpaintPipeline.callbackTensorInputs;
   readonly components: ImageToImageComponents;
@@ -128,7 +129,7 @@ export class StableDiffusionInpaintPipeline {
     );
     const { strength = 1, generator } = options;
     await checkSameSize(options.image, options.maskImage);
-    const { callbacks, scheduler, context } = startGeneration({ name: 'StableDiffusionInpaintPipeline', family: 'stable-diffusion' }, this, options);
+    const { callbacks, scheduler, context } = await startGeneration({ name: 'StableDiffusionInpaintPipeline', family: 'stable-diffusion' }, this, options);
     const inChannels = await this.unetInChannels();
     const timesteps = strengthTimesteps(scheduler, numInferenceSteps, strength);
     const doClassifierFreeGuidance = guidanceScale > 1;
@@ -137,13 +138,14 @@ export class StableDiffusionInpaintPipeline {
       vae: this.components, scheduler, image: options.image, maskImage: options.maskImage, size: { width, height }, vaeScaleFactor,
       inChannels, batchSize, doClassifierFreeGuidance, generator, strength, timestep: timesteps[0], latents: options.latents,
     });
-    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...SD_CFG_LAYOUT, ...INPAINT_CFG_LAYOUT } });
+    const ipAdapter = await prepareIPAdapter(this.components, options, { batchSize, doClassifierFreeGuidance: guidanceScale > 1 });
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...SD_CFG_LAYOUT, ...INPAINT_CFG_LAYOUT, ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.scale });
     const inpainting = inpaintingLoop({ inChannels, pipeline, scheduler, timesteps, noise, imageLatents });
     const denoised = await denoise<StableDiffusionInpaintTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
-      tensors: { latents, promptEmbeds, negativePromptEmbeds, mask, maskedImageLatents },
+      tensors: { latents, promptEmbeds, negativePromptEmbeds, mask, maskedImageLatents, ...ipAdapter.tensors },
       predictNoise: (latentModelInput, timestep, _stepIndex, tensors) =>
-        predictNoiseWithUnet(unet, inpainting.unetSample(latentModelInput, tensors), timestep, tensors.promptEmbeds, pipeline.doClassifierFreeGuidance),
+        predictNoiseWithUnet(unet, inpainting.unetSample(latentModelInput, tensors), timestep, tensors, pipeline),
       afterStep: inpainting.afterStep,
     });
     return finishOutput(options.outputType ?? ('image' as Output), denoised, this.components);

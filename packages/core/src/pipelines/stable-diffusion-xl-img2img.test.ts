@@ -8,7 +8,7 @@ import { Generator } from '../random/generator.js';
 import type { ModelFeeds } from '../runtime/feeds.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import { Tensor } from '../tensor.js';
-import { AutoPipelineForImage2Image, AutoPipelineForInpainting } from './auto-pipeline.js';
+import { AutoPipelineForImage2Image } from './auto-pipeline.js';
 import { prepareImageToImageLatents, preprocessImage, strengthTimesteps } from './image-latents.js';
 import type { RawImage } from './images.js';
 import { StableDiffusionXLImg2ImgPipeline, type StableDiffusionXLImg2ImgOptions } from './stable-diffusion-xl-img2img.js';
@@ -46,6 +46,7 @@ const generate = (target: StableDiffusionXLImg2ImgPipeline, options: LatentOptio
 function recordingUnet(): { unet: OnnxModel; feeds: ModelFeeds[] } {
   const feeds: ModelFeeds[] = [];
   const unet = {
+    inputs: async () => [], // the recording stands in for a UNet without an IP-Adapter
     path: join(dir, 'unet', 'model.onnx'),
     run: async (input: ModelFeeds) => {
       feeds.push(input);
@@ -109,6 +110,17 @@ describe('StableDiffusionXLImg2ImgPipeline', () => {
     expect((feeds[0].text_embeds as Tensor).shape[0]).toBe(4);
   });
 
+  it('keeps the positive time-id rows when a callback turns guidance off', async () => {
+    const { unet, feeds } = recordingUnet();
+    const still = new StableDiffusionXLImg2ImgPipeline({ ...pipeline.components, unet });
+    await generate(still, {
+      prompt: ['a', 'b'], originalSize: [32, 24], negativeOriginalSize: [8, 8],
+      callbackOnStepEnd: (state, _step, _timestep, kwargs) => state.disableGuidance(kwargs),
+    });
+    const positive = [32, 24, 0, 0, 16, 16];
+    expect(rowsOf(feeds[1].time_ids as Tensor)).toEqual([positive, positive]);
+  });
+
   it('conditions on aesthetic scores when requiresAestheticsScore is set', async () => {
     const { unet, feeds } = recordingUnet();
     const { unetConfig } = pipeline.components;
@@ -141,11 +153,10 @@ describe('StableDiffusionXLImg2ImgPipeline.fromPretrained', () => {
 });
 
 describe('AutoPipelineForImage2Image with SDXL', () => {
-  it('loads StableDiffusionXLImg2ImgPipeline for an SDXL folder; SDXL inpainting is not supported', async () => {
+  it('loads StableDiffusionXLImg2ImgPipeline for an SDXL folder', async () => {
     const auto = await AutoPipelineForImage2Image.fromPretrained(dir);
     expect(auto).toBeInstanceOf(StableDiffusionXLImg2ImgPipeline);
     await auto.dispose();
-    await expect(AutoPipelineForInpainting.fromPretrained(dir)).rejects.toThrow(/AutoPipelineForInpainting cannot load ORTStableDiffusionXLPipeline/);
   });
 });
 

@@ -2,9 +2,17 @@ import type { StableDiffusionXLTensorName } from '../contract.js';
 import { InvalidArgumentError } from '../errors.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
+import type { Tensor } from '../tensor.js';
 import { denoise } from './denoise.js';
 import { startGeneration } from './generation.js';
-import { defaultImageSize, prepareImageToImageLatents, preprocessImage, requireVaeEncoder, strengthTimesteps } from './image-latents.js';
+import {
+  defaultImageSize,
+  prepareImageToImageLatents,
+  preprocessImage,
+  requireVaeEncoder,
+  strengthTimesteps,
+  type ImageSize,
+} from './image-latents.js';
 import type { ImageInput } from './images.js';
 import type { StableDiffusionXLBaseOptions } from './stable-diffusion-xl.js';
 import {
@@ -19,8 +27,9 @@ import {
   type StableDiffusionXLLoadOptions,
 } from './stable-diffusion-xl-steps.js';
 import { finishOutput, type OutputType, type PipelineOutput } from './steps.js';
+import { prepareIPAdapter } from './ip-adapter.js';
 import { generationSettings } from './validation.js';
-import { SDXL_CFG_LAYOUT } from './cfg-layouts.js';
+import { SDXL_IMAGE_CFG_LAYOUT } from './cfg-layouts.js';
 
 export interface StableDiffusionXLImg2ImgLoadOptions extends StableDiffusionXLLoadOptions {
   /**
@@ -50,12 +59,65 @@ export interface StableDiffusionXLImg2ImgOptions<
   negativeAestheticScore?: number;
 }
 
+/** The micro-conditioning options of the SDXL pipelines that start from a picture (image-to-image, inpainting). */
+export type ImageMicroConditioning = Pick<
+  StableDiffusionXLImg2ImgOptions,
+  'originalSize' | 'cropsCoordsTopLeft' | 'targetSize' | 'negativeOriginalSize' | 'negativeCropsCoordsTopLeft' | 'negativeTargetSize' | 'aestheticScore' | 'negativeAestheticScore'
+>;
+
+/**
+ * diffusers' `_get_add_time_ids` of the SDXL pipelines that start from a picture, its defaults filled in and checked:
+ * `(original size, crop corner, target size)` per row, or with `requiresAestheticsScore` `(…, aesthetic score)`.
+ */
+export function imageTimeIds(options: ImageMicroConditioning, size: ImageSize, requiresAestheticsScore: boolean) {
+  const {
+    originalSize = [size.height, size.width],
+    cropsCoordsTopLeft = [0, 0],
+    targetSize = [size.height, size.width],
+    negativeOriginalSize = originalSize,
+    negativeCropsCoordsTopLeft = [0, 0],
+    negativeTargetSize = targetSize,
+    aestheticScore = 6,
+    negativeAestheticScore = 2.5,
+  } = options;
+  checkMicroConditioning({ originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize });
+  if (!Number.isFinite(aestheticScore) || !Number.isFinite(negativeAestheticScore)) {
+    throw new InvalidArgumentError(`aestheticScore and negativeAestheticScore must be finite numbers, got ${aestheticScore} and ${negativeAestheticScore}.`);
+  }
+  return requiresAestheticsScore
+    ? {
+        positive: [...originalSize, ...cropsCoordsTopLeft, aestheticScore],
+        negative: [...negativeOriginalSize, ...negativeCropsCoordsTopLeft, negativeAestheticScore],
+      }
+    : // diffusers' base path takes the positive crop corner for the negative row too.
+      {
+        positive: [...originalSize, ...cropsCoordsTopLeft, ...targetSize],
+        negative: [...negativeOriginalSize, ...cropsCoordsTopLeft, ...negativeTargetSize],
+      };
+}
+
+/**
+ * The time ids of the SDXL pipelines that start from a picture as the UNet takes them. Unlike text-to-image, diffusers
+ * stacks the rows here: every image's negative ids, then every positive.
+ */
+export function stackedTimeIds(
+  ids: { positive: readonly number[]; negative: readonly number[] },
+  batchSize: number,
+  doClassifierFreeGuidance: boolean,
+  unetConfig: Readonly<Record<string, unknown>>,
+  pooledWidth: number,
+): Tensor<'float32'> {
+  const perImage = (row: readonly number[]) => Array<readonly number[]>(batchSize).fill(row);
+  const rows = doClassifierFreeGuidance ? [...perImage(ids.negative), ...perImage(ids.positive)] : perImage(ids.positive);
+  return timeIdsTensor(rows, unetConfig, pooledWidth);
+}
+
 /** An SDXL pipeline whose components include the VAE encoder. */
 export type StableDiffusionXLImg2ImgComponents = StableDiffusionXLComponents & { vaeEncoder: OnnxModel };
 
 /** Image-to-image with Stable Diffusion XL ONNX exports (diffusers' `StableDiffusionXLImg2ImgPipeline`, base model). */
 export class StableDiffusionXLImg2ImgPipeline {
-  static readonly callbackTensorInputs: readonly StableDiffusionXLTensorName[] = ['latents', 'promptEmbeds', 'addTextEmbeds', 'addTimeIds', 'predOriginalSample'];
+  static readonly callbackTensorInputs: readonly StableDiffusionXLTensorName[] = ['latents', 'promptEmbeds', 'addTextEmbeds', 'addTimeIds', 'predOriginalSample', 'ipAdapterImageEmbeds'];
   readonly callbackTensorInputs = StableDiffusionXLImg2ImgPipeline.callbackTensorInputs;
   readonly components: StableDiffusionXLImg2ImgComponents;
   /** diffusers' `requires_aesthetics_score`: time ids `(original size, crop, aesthetic score)` instead of `(…, target size)`. */
@@ -97,23 +159,9 @@ export class StableDiffusionXLImg2ImgPipeline {
       await defaultImageSize(options.image, vaeScaleFactor),
       { guidanceScale: 5, vaeScaleFactor },
     );
-    const {
-      strength = 0.3,
-      originalSize = [size.height, size.width],
-      cropsCoordsTopLeft = [0, 0],
-      targetSize = [size.height, size.width],
-      negativeOriginalSize = originalSize,
-      negativeCropsCoordsTopLeft = [0, 0],
-      negativeTargetSize = targetSize,
-      aestheticScore = 6,
-      negativeAestheticScore = 2.5,
-      generator,
-    } = options;
-    checkMicroConditioning({ originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize });
-    if (!Number.isFinite(aestheticScore) || !Number.isFinite(negativeAestheticScore)) {
-      throw new InvalidArgumentError(`aestheticScore and negativeAestheticScore must be finite numbers, got ${aestheticScore} and ${negativeAestheticScore}.`);
-    }
-    const { callbacks, scheduler, context } = startGeneration({ name: 'StableDiffusionXLImg2ImgPipeline', family: 'stable-diffusion-xl' }, this, options);
+    const { strength = 0.3, generator } = options;
+    const timeIds = imageTimeIds(options, size, this.requiresAestheticsScore);
+    const { callbacks, scheduler, context } = await startGeneration({ name: 'StableDiffusionXLImg2ImgPipeline', family: 'stable-diffusion-xl' }, this, options);
     const timesteps = strengthTimesteps(scheduler, numInferenceSteps, strength);
     const doClassifierFreeGuidance = guidanceScale > 1;
     const encoded = await encodePromptXL(this.components, {
@@ -123,26 +171,13 @@ export class StableDiffusionXLImg2ImgPipeline {
     const { latents } = await prepareImageToImageLatents({
       vae: this.components, scheduler, image: await preprocessImage(options.image, size), timestep: timesteps[0], batchSize, generator,
     });
+    const addTimeIds = stackedTimeIds(timeIds, batchSize, doClassifierFreeGuidance, unetConfig, encoded.pooledPromptEmbeds.shape[1]);
 
-    const [positiveIds, negativeIds] = this.requiresAestheticsScore
-      ? [
-          [...originalSize, ...cropsCoordsTopLeft, aestheticScore],
-          [...negativeOriginalSize, ...negativeCropsCoordsTopLeft, negativeAestheticScore],
-        ]
-      : // diffusers' base path takes the positive crop corner for the negative row too.
-        [
-          [...originalSize, ...cropsCoordsTopLeft, ...targetSize],
-          [...negativeOriginalSize, ...cropsCoordsTopLeft, ...negativeTargetSize],
-        ];
-    // Unlike text-to-image, diffusers stacks the rows here: every image's negative ids, then every positive.
-    const perImage = (ids: readonly number[]) => Array<readonly number[]>(batchSize).fill(ids);
-    const timeIdRows = doClassifierFreeGuidance ? [...perImage(negativeIds), ...perImage(positiveIds)] : perImage(positiveIds);
-    const addTimeIds = timeIdsTensor(timeIdRows, unetConfig, encoded.pooledPromptEmbeds.shape[1]);
-
-    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: SDXL_CFG_LAYOUT });
+    const ipAdapter = await prepareIPAdapter(this.components, options, { batchSize, doClassifierFreeGuidance: guidanceScale > 1 });
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...SDXL_IMAGE_CFG_LAYOUT, ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.scale });
     const denoised = await denoise<StableDiffusionXLTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
-      tensors: { latents, ...conditioningXL(encoded, addTimeIds) },
+      tensors: { latents, ...conditioningXL(encoded, addTimeIds), ...ipAdapter.tensors },
       predictNoise: predictNoiseXL(unet, pipeline),
     });
     return finishOutput(options.outputType ?? ('image' as Output), denoised, this.components);

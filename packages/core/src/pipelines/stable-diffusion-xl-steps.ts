@@ -12,6 +12,7 @@ import { Tensor } from '../tensor.js';
 import { CLIPTokenizer } from '../tokenizer/clip-tokenizer.js';
 import type { DenoisingRun } from './denoise.js';
 import { componentModel, loadCommonComponents, type PipelineLoadOptions } from './loading.js';
+import { ipAdapterFeeds } from './ip-adapter.js';
 import { checkBatch, repeatRows, runTextEncoder, timestepFeed } from './steps.js';
 
 export interface StableDiffusionXLLoadOptions extends PipelineLoadOptions {
@@ -205,14 +206,22 @@ export function timeIdsTensor(
   return new Tensor(Float32Array.from(rows.flat()), [rows.length, ids]);
 }
 
-const CONDITIONING_INPUTS = { promptEmbeds: 'encoder_hidden_states', addTextEmbeds: 'text_embeds', addTimeIds: 'time_ids' } as const;
+/** The SDXL conditioning tensors and the UNet (and SDXL ControlNet) inputs that take them. */
+export const CONDITIONING_INPUTS = { promptEmbeds: 'encoder_hidden_states', addTextEmbeds: 'text_embeds', addTimeIds: 'time_ids' } as const;
 
-/** The SDXL UNet call for the shared denoising loop: each conditioning tensor checked against the batch first. */
+/**
+ * The SDXL UNet call for the shared denoising loop: each conditioning tensor checked against the batch first.
+ * `extraFeeds` adds the inputs some UNets take besides (the ControlNet residuals), computed after those checks.
+ */
 export function predictNoiseXL(
   unet: OnnxModel,
   pipeline: DenoisingRun<StableDiffusionXLTensorName>['pipeline'],
+  extraFeeds?: (
+    step: { latentModelInput: Tensor<'float32'>; timestep: number; stepIndex: number },
+    tensors: Readonly<Record<string, Tensor<'float32'> | undefined>>,
+  ) => Promise<Readonly<Record<string, Tensor<'float32'>>>>,
 ): DenoisingRun<StableDiffusionXLTensorName>['predictNoise'] {
-  return async (latentModelInput, timestep, _stepIndex, tensors) => {
+  return async (latentModelInput, timestep, stepIndex, tensors) => {
     const rows = latentModelInput.shape[0];
     const conditioning: Record<string, Tensor<'float32'>> = {};
     for (const [name, input] of Object.entries(CONDITIONING_INPUTS)) {
@@ -220,8 +229,10 @@ export function predictNoiseXL(
       checkBatch(name, tensor, rows, pipeline.doClassifierFreeGuidance);
       conditioning[input] = tensor;
     }
+    const extra = extraFeeds ? await extraFeeds({ latentModelInput, timestep, stepIndex }, tensors) : {};
     // The SDXL exports take the timestep as an int64 scalar; the runner adapts the [B] feed to that.
-    const { out_sample } = await unet.run({ sample: latentModelInput, timestep: timestepFeed(timestep, rows), ...conditioning });
+    const ipAdapter = ipAdapterFeeds(tensors.ipAdapterImageEmbeds, pipeline.ipAdapterScale, rows);
+    const { out_sample } = await unet.run({ sample: latentModelInput, timestep: timestepFeed(timestep, rows), ...conditioning, ...ipAdapter, ...extra });
     return out_sample;
   };
 }

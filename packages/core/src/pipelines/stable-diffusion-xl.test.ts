@@ -261,7 +261,7 @@ describe('StableDiffusionXLPipeline', () => {
   it('rejects SD-only tensor names and bad options before running', async () => {
     await expect(latentsOf({ callbackOnStepEndTensorInputs: ['negativePromptEmbeds'] } as never)).rejects.toThrow(
       'callbackOnStepEndTensorInputs asks for tensor inputs that StableDiffusionXLPipeline does not have: negativePromptEmbeds. ' +
-        'Allowed: latents, promptEmbeds, addTextEmbeds, addTimeIds, predOriginalSample.',
+        'Allowed: latents, promptEmbeds, addTextEmbeds, addTimeIds, predOriginalSample, ipAdapterImageEmbeds.',
     );
     await expect(latentsOf({ height: 20 } as never)).rejects.toThrow(/height and width must be positive multiples of 8, got 20×16/);
     await expect(latentsOf({ prompt: undefined })).rejects.toThrow(/Give either prompt or promptEmbeds/);

@@ -17,6 +17,7 @@ import {
   type StableDiffusionXLLoadOptions,
 } from './stable-diffusion-xl-steps.js';
 import { finishOutput, prepareLatents, type OutputType, type PipelineOutput } from './steps.js';
+import { prepareIPAdapter } from './ip-adapter.js';
 import { generationSettings } from './validation.js';
 import { SDXL_CFG_LAYOUT } from './cfg-layouts.js';
 
@@ -63,9 +64,47 @@ export interface StableDiffusionXLOptions<
   latents?: Tensor<'float32'>;
 }
 
+/** The micro-conditioning options of the SDXL text-to-image pipelines. */
+type TextToImageMicroConditioning = Pick<
+  StableDiffusionXLBaseOptions<StableDiffusionXLTensorName, OutputType>,
+  'originalSize' | 'cropsCoordsTopLeft' | 'targetSize' | 'negativeOriginalSize' | 'negativeCropsCoordsTopLeft' | 'negativeTargetSize'
+>;
+
+/**
+ * diffusers' `_get_add_time_ids` of the SDXL text-to-image pipelines, defaults filled in and checked:
+ * `(original size, crop corner, target size)`; the negative row repeats the positive one unless both negative sizes
+ * are given.
+ */
+export function textToImageTimeIds(options: TextToImageMicroConditioning, size: { height: number; width: number }) {
+  const {
+    originalSize = [size.height, size.width],
+    cropsCoordsTopLeft = [0, 0],
+    targetSize = [size.height, size.width],
+    negativeOriginalSize,
+    negativeCropsCoordsTopLeft = [0, 0],
+    negativeTargetSize,
+  } = options;
+  checkMicroConditioning({ originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize });
+  const positive = [...originalSize, ...cropsCoordsTopLeft, ...targetSize];
+  const negative = negativeOriginalSize && negativeTargetSize ? [...negativeOriginalSize, ...negativeCropsCoordsTopLeft, ...negativeTargetSize] : positive;
+  return { positive, negative };
+}
+
+/** The time ids as the UNet takes them: as diffusers, the [negative, positive] pair tiled once per image (`repeat(batch, 1)`), not stacked. */
+export function tiledTimeIds(
+  ids: { positive: readonly number[]; negative: readonly number[] },
+  images: number,
+  doClassifierFreeGuidance: boolean,
+  unetConfig: Readonly<Record<string, unknown>>,
+  pooledWidth: number,
+): Tensor<'float32'> {
+  const pairPerImage = doClassifierFreeGuidance ? [ids.negative, ids.positive] : [ids.positive];
+  return timeIdsTensor(Array.from({ length: images }, () => pairPerImage).flat(), unetConfig, pooledWidth);
+}
+
 /** Text-to-image with Stable Diffusion XL ONNX exports (diffusers' `StableDiffusionXLPipeline`, base model). */
 export class StableDiffusionXLPipeline {
-  static readonly callbackTensorInputs: readonly StableDiffusionXLTensorName[] = ['latents', 'promptEmbeds', 'addTextEmbeds', 'addTimeIds', 'predOriginalSample'];
+  static readonly callbackTensorInputs: readonly StableDiffusionXLTensorName[] = ['latents', 'promptEmbeds', 'addTextEmbeds', 'addTimeIds', 'predOriginalSample', 'ipAdapterImageEmbeds'];
   readonly callbackTensorInputs = StableDiffusionXLPipeline.callbackTensorInputs;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
   scheduler: Scheduler;
@@ -87,40 +126,27 @@ export class StableDiffusionXLPipeline {
       pictureSize(options, this.components, 128),
       { guidanceScale: 5, vaeScaleFactor },
     );
-    const {
-      originalSize = [height, width],
-      cropsCoordsTopLeft = [0, 0],
-      targetSize = [height, width],
-      negativeOriginalSize,
-      negativeCropsCoordsTopLeft = [0, 0],
-      negativeTargetSize,
-      generator,
-    } = options;
-    checkMicroConditioning({ originalSize, cropsCoordsTopLeft, targetSize, negativeOriginalSize, negativeCropsCoordsTopLeft, negativeTargetSize });
-    const { callbacks, scheduler, context } = startGeneration({ name: 'StableDiffusionXLPipeline', family: 'stable-diffusion-xl' }, this, options);
+    const { generator } = options;
+    const timeIds = textToImageTimeIds(options, { height, width });
+    const { callbacks, scheduler, context } = await startGeneration({ name: 'StableDiffusionXLPipeline', family: 'stable-diffusion-xl' }, this, options);
     const doClassifierFreeGuidance = guidanceScale > 1;
     const encoded = await encodePromptXL(this.components, {
       ...options, numImagesPerPrompt, doClassifierFreeGuidance, forceZerosForEmptyPrompt: this.components.forceZerosForEmptyPrompt,
     });
 
     const images = encoded.promptEmbeds.shape[0];
-    const positiveIds = [...originalSize, ...cropsCoordsTopLeft, ...targetSize];
-    const negativeIds = negativeOriginalSize && negativeTargetSize
-      ? [...negativeOriginalSize, ...negativeCropsCoordsTopLeft, ...negativeTargetSize]
-      : positiveIds;
-    // As diffusers: the [negative, positive] pair is tiled once per image (`repeat(batch, 1)`), not stacked.
-    const pairPerImage = doClassifierFreeGuidance ? [negativeIds, positiveIds] : [positiveIds];
-    const addTimeIds = timeIdsTensor(Array.from({ length: images }, () => pairPerImage).flat(), unetConfig, encoded.pooledPromptEmbeds.shape[1]);
+    const addTimeIds = tiledTimeIds(timeIds, images, doClassifierFreeGuidance, unetConfig, encoded.pooledPromptEmbeds.shape[1]);
 
     scheduler.setTimesteps(numInferenceSteps);
     const timesteps = scheduler.timesteps;
     const latentShape = [images, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
-    const pipeline = context({ guidanceScale, timesteps, batchSize: images, cfgLayout: SDXL_CFG_LAYOUT });
+    const ipAdapter = await prepareIPAdapter(this.components, options, { batchSize: images, doClassifierFreeGuidance: guidanceScale > 1 });
+    const pipeline = context({ guidanceScale, timesteps, batchSize: images, cfgLayout: { ...SDXL_CFG_LAYOUT, ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.scale });
 
     const denoised = await denoise<StableDiffusionXLTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
-      tensors: { latents, ...conditioningXL(encoded, addTimeIds) },
+      tensors: { latents, ...conditioningXL(encoded, addTimeIds), ...ipAdapter.tensors },
       predictNoise: predictNoiseXL(unet, pipeline),
     });
     return finishOutput(options.outputType ?? ('image' as Output), denoised, this.components);

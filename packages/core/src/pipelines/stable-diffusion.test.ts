@@ -144,7 +144,7 @@ describe('StableDiffusionPipeline', () => {
   it('rejects tensor names the pipeline does not have before running', async () => {
     const options = { callbackOnStepEnd: () => undefined, callbackOnStepEndTensorInputs: ['mask'] } as unknown as Partial<StableDiffusionOptions<'latents', 'latent'>>;
     await expect(latentsOf(options)).rejects.toThrow(
-      'callbackOnStepEndTensorInputs asks for tensor inputs that StableDiffusionPipeline does not have: mask. Allowed: latents, promptEmbeds, negativePromptEmbeds, predOriginalSample.',
+      'callbackOnStepEndTensorInputs asks for tensor inputs that StableDiffusionPipeline does not have: mask. Allowed: latents, promptEmbeds, negativePromptEmbeds, predOriginalSample, ipAdapterImageEmbeds.',
     );
   });
 

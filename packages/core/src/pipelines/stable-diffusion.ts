@@ -13,12 +13,13 @@ import {
   type OutputType,
   type PipelineOutput,
 } from './steps.js';
+import { prepareIPAdapter, type IPAdapterOptions } from './ip-adapter.js';
 import { generationSettings } from './validation.js';
 import { SD_CFG_LAYOUT } from './cfg-layouts.js';
 
 /** Options shared by the SD 1.x pipelines (diffusers' `__call__` arguments, camelCased). */
 export interface StableDiffusionBaseOptions<Name extends string, Requested extends Name, Output extends OutputType, BeginRequested extends Name = 'latents' & Name>
-  extends CallbackOptions<Name, Requested, BeginRequested> {
+  extends CallbackOptions<Name, Requested, BeginRequested>, IPAdapterOptions {
   prompt?: string | readonly string[];
   negativePrompt?: string | readonly string[];
   numInferenceSteps?: number;
@@ -48,7 +49,7 @@ export interface StableDiffusionOptions<
 
 /** Text-to-image with Stable Diffusion 1.x / 2.x ONNX exports (diffusers' `StableDiffusionPipeline`). */
 export class StableDiffusionPipeline {
-  static readonly callbackTensorInputs: readonly StableDiffusionTensorName[] = ['latents', 'promptEmbeds', 'negativePromptEmbeds', 'predOriginalSample'];
+  static readonly callbackTensorInputs: readonly StableDiffusionTensorName[] = ['latents', 'promptEmbeds', 'negativePromptEmbeds', 'predOriginalSample', 'ipAdapterImageEmbeds'];
   readonly callbackTensorInputs = StableDiffusionPipeline.callbackTensorInputs;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
   scheduler: Scheduler;
@@ -71,20 +72,20 @@ export class StableDiffusionPipeline {
       { guidanceScale: 7.5, vaeScaleFactor },
     );
     const { generator } = options;
-    const { callbacks, scheduler, context } = startGeneration({ name: 'StableDiffusionPipeline', family: 'stable-diffusion' }, this, options);
+    const { callbacks, scheduler, context } = await startGeneration({ name: 'StableDiffusionPipeline', family: 'stable-diffusion' }, this, options);
     const { promptEmbeds, negativePromptEmbeds, batchSize } = await encodeGuidedPrompt(this.components, options, numImagesPerPrompt, guidanceScale > 1);
 
     scheduler.setTimesteps(numInferenceSteps);
     const timesteps = scheduler.timesteps;
     const latentShape = [batchSize, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
-    const pipeline = context({ guidanceScale, timesteps, batchSize: latents.shape[0], cfgLayout: SD_CFG_LAYOUT });
+    const ipAdapter = await prepareIPAdapter(this.components, options, { batchSize, doClassifierFreeGuidance: guidanceScale > 1 });
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...SD_CFG_LAYOUT, ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.scale });
 
     const denoised = await denoise<StableDiffusionTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
-      tensors: { latents, promptEmbeds, negativePromptEmbeds },
-      predictNoise: (latentModelInput, timestep, _stepIndex, tensors) =>
-        predictNoiseWithUnet(unet, latentModelInput, timestep, tensors.promptEmbeds, pipeline.doClassifierFreeGuidance),
+      tensors: { latents, promptEmbeds, negativePromptEmbeds, ...ipAdapter.tensors },
+      predictNoise: (latentModelInput, timestep, _stepIndex, tensors) => predictNoiseWithUnet(unet, latentModelInput, timestep, tensors, pipeline),
     });
     return finishOutput(options.outputType ?? ('image' as Output), denoised, this.components);
   }

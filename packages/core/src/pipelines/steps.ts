@@ -7,7 +7,9 @@ import { randn, type Generator } from '../random/generator.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import { Tensor } from '../tensor.js';
 import type { CLIPTokenizer } from '../tokenizer/clip-tokenizer.js';
+import type { CallbackPipeline } from '../contract.js';
 import { toChannelsLast, toRgbImages, type RgbImage } from './images.js';
+import { ipAdapterFeeds } from './ip-adapter.js';
 
 export type OutputType = 'image' | 'np' | 'latent';
 
@@ -240,21 +242,23 @@ export async function encodeGuidedPrompt(
 /**
  * One SD 1.x UNet call of the denoising loop. `sample` is the scaled latent batch, with any extra conditioning
  * channels already concatenated (inpainting); the prompt embeddings are checked against its rows first, since a
- * callback may have replaced them.
+ * callback may have replaced them. The IP-Adapter's inputs are fed where the generation has them.
  */
 export async function predictNoiseWithUnet(
   unet: OnnxModel,
   sample: Tensor<'float32'>,
   timestep: number,
-  promptEmbeds: Tensor<'float32'> | undefined,
-  doClassifierFreeGuidance: boolean,
+  tensors: { promptEmbeds?: Tensor<'float32'>; ipAdapterImageEmbeds?: Tensor<'float32'> },
+  pipeline: Pick<CallbackPipeline, 'doClassifierFreeGuidance' | 'ipAdapterScale'>,
 ): Promise<Tensor<'float32'>> {
+  const { promptEmbeds } = tensors;
   if (!promptEmbeds) throw new InvalidArgumentError('promptEmbeds is missing: a callback must not remove it.');
-  checkBatch('promptEmbeds', promptEmbeds, sample.shape[0], doClassifierFreeGuidance);
+  checkBatch('promptEmbeds', promptEmbeds, sample.shape[0], pipeline.doClassifierFreeGuidance);
   const { out_sample } = await unet.run({
     sample,
     timestep: timestepFeed(timestep, sample.shape[0]),
     encoder_hidden_states: promptEmbeds,
+    ...ipAdapterFeeds(tensors.ipAdapterImageEmbeds, pipeline.ipAdapterScale, sample.shape[0]),
   });
   return out_sample;
 }

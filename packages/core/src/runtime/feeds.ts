@@ -7,8 +7,14 @@ import { InvalidArgumentError, UnsupportedError } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import { fromFloat16Bits, toFloat16Bits } from './float16.js';
 
-/** An element type as ONNX Runtime names it: 'float32', 'float16', 'int32', 'int64', … */
-export type ModelValueType = OrtTensor.Type;
+/**
+ * An element type as ONNX Runtime names it. Spelled out rather than taken from onnxruntime's types, whose
+ * declarations need the DOM library: apps type-checking @diff/core with `skipLibCheck: false` must not need it.
+ */
+export type ModelValueType =
+  | 'float32' | 'float16' | 'float64'
+  | 'int8' | 'uint8' | 'int16' | 'uint16' | 'int32' | 'uint32' | 'int64' | 'uint64'
+  | 'int4' | 'uint4' | 'bool' | 'string';
 
 /** One model input or output, from the session's metadata. `null` marks a dynamic dimension without a name. */
 export interface ValueSpec {
@@ -34,6 +40,7 @@ export function describeValues(specs: readonly ValueSpec[]): string {
 }
 
 /** Checks `feeds` against the model's inputs and converts each to an ORT tensor of the declared type and rank. */
+/** @internal */
 export function toOrtFeeds(inputs: readonly ValueSpec[], feeds: ModelFeeds, modelPath: string): Record<string, OrtTensor> {
   const declared = new Set(inputs.map((spec) => spec.name));
   const unknown = Object.keys(feeds).filter((name) => !declared.has(name));
@@ -88,6 +95,10 @@ function toOrtTensor(spec: ValueSpec, value: FeedValue, inputs: readonly ValueSp
   return new ort.Tensor(spec.type, convertData(data, spec.type, fail), shape);
 }
 
+// Compile-time check that the spelled-out union stays onnxruntime's own.
+const SAME_TYPES: [ModelValueType, OrtTensor.Type] extends [OrtTensor.Type, ModelValueType] ? true : never = true;
+void SAME_TYPES;
+
 function convertData(data: FeedData, type: ModelValueType, fail: (problem: string) => never): OrtTensor.DataType {
   switch (type) {
     case 'float32':
@@ -123,6 +134,7 @@ function allEqual(data: FeedData): boolean {
 }
 
 /** An output as a float32 Tensor; float32 data is wrapped without copying, other numeric types are converted. */
+/** @internal */
 export function fromOrtTensor(output: OrtTensor, name: string, modelPath: string): Tensor<'float32'> {
   const { data, dims } = output;
   switch (output.type) {

@@ -7,10 +7,11 @@
 //   text_encoder_2  the same, with text_embeds = pooler_output·P and no pooler_output (SDXL)
 //   unet            out_sample = 0.1·sample + mean(encoder_hidden_states[b]) + 0.001·timestep[b]
 //                     SDXL adds 0.01·mean(text_embeds[b]) + 0.0001·mean(time_ids[b]);
-//                     inpaint: 0.1·sample replaced by 0.1·latents + 0.05·mask + 0.02·masked_image_latents
+//                     inpaint (SD and SDXL): 0.1·sample replaced by 0.1·latents + 0.05·mask + 0.02·masked_image_latents
 //                     ControlNet adds 0.1·(channel mean of residuals 0 and 1) + 0.1·(mean of residuals 2, 3, mid)[b]
 //   controlnet      base = 0.1·channel mean(sample) + channel mean(8×8 average of controlnet_cond)
 //                          + mean(encoder_hidden_states[b]) + 0.001·timestep[b];
+//                     SDXL adds the UNet's text_embeds and time_ids terms;
 //                   residual k = conditioning_scale · (k+1)/10 · base (2×2 average-pooled for residuals 2, 3, mid)
 //   vae_encoder     latent_parameters = 1×1 conv (3→8, bias: logvar ≈ -4) of the 8×8 average of sample
 //   vae_decoder     sample = nearest ×8 upsampling of tanh(1×1 conv (4→3) of latent_sample)
@@ -18,7 +19,14 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GraphBuilder, toyWeights, type ElementType } from './onnx-graph.js';
 
-export type ToyPipelineKind = 'sd' | 'sdxl' | 'sd-inpaint' | 'sd-controlnet';
+export type ToyPipelineKind = 'sd' | 'sdxl' | 'sd-inpaint' | 'sdxl-inpaint' | 'sd-controlnet' | 'sdxl-controlnet';
+
+/** The SDXL layouts: a second tokenizer and text encoder, and a UNet with the text-time conditioning. */
+const isXL = (kind: ToyPipelineKind) => kind === 'sdxl' || kind === 'sdxl-inpaint' || kind === 'sdxl-controlnet';
+/** The inpainting layouts: a UNet with 9 input channels (latents, mask, masked-picture latents). */
+const isInpaint = (kind: ToyPipelineKind) => kind === 'sd-inpaint' || kind === 'sdxl-inpaint';
+/** The ControlNet layouts: a `controlnet` folder, and a UNet that takes its residuals. */
+const isControlNet = (kind: ToyPipelineKind) => kind === 'sd-controlnet' || kind === 'sdxl-controlnet';
 
 export interface ToyPipelineOptions {
   /** Text encoder width; SDXL's UNet context is twice this. Default 8. */
@@ -81,7 +89,7 @@ export async function writeToyPipeline(
     hiddenSize: options.hiddenSize ?? 8,
     float: options.float16 ? 'float16' : 'float32',
     inputIds: options.inputIds ?? 'int32',
-    timestep: options.timestep ?? (kind === 'sdxl' ? 'int64-scalar' : 'float32'),
+    timestep: options.timestep ?? (isXL(kind) ? 'int64-scalar' : 'float32'),
     externalWeights: options.externalWeights,
   };
   const models: Record<string, GraphBuilder> = {
@@ -90,8 +98,8 @@ export async function writeToyPipeline(
     vae_encoder: vaeEncoder(resolved),
     vae_decoder: vaeDecoder(resolved),
   };
-  if (kind === 'sdxl') models.text_encoder_2 = textEncoder(resolved, true);
-  if (kind === 'sd-controlnet') models.controlnet = controlnet(resolved);
+  if (isXL(kind)) models.text_encoder_2 = textEncoder(resolved, true);
+  if (isControlNet(kind)) models.controlnet = controlnet(resolved, kind);
 
   for (const [component, graph] of Object.entries(models)) {
     const folder = join(dir, component);
@@ -102,10 +110,10 @@ export async function writeToyPipeline(
     await writeJson(join(folder, 'config.json'), componentConfig(component, kind, resolved));
   }
   await writeTokenizer(join(dir, 'tokenizer'), '<|endoftext|>');
-  if (kind === 'sdxl') await writeTokenizer(join(dir, 'tokenizer_2'), '!');
+  if (isXL(kind)) await writeTokenizer(join(dir, 'tokenizer_2'), '!');
   await writeJson(join(dir, 'scheduler', 'scheduler_config.json'), schedulerConfig(kind));
 
-  const components = [...Object.keys(models), 'tokenizer', ...(kind === 'sdxl' ? ['tokenizer_2'] : []), 'scheduler'];
+  const components = [...Object.keys(models), 'tokenizer', ...(isXL(kind) ? ['tokenizer_2'] : []), 'scheduler'];
   await writeJson(join(dir, 'model_index.json'), modelIndex(kind, components));
   return components.sort();
 }
@@ -167,18 +175,18 @@ function floatInput(g: GraphBuilder, name: string, resolved: Resolved, shape: (n
 }
 
 function contextWidth({ hiddenSize }: Resolved, kind: ToyPipelineKind): number {
-  return kind === 'sdxl' ? 2 * hiddenSize : hiddenSize;
+  return isXL(kind) ? 2 * hiddenSize : hiddenSize;
 }
 
 function unet(resolved: Resolved, kind: ToyPipelineKind): GraphBuilder {
   const g = new GraphBuilder(`toy_unet_${kind}`);
-  const inChannels = kind === 'sd-inpaint' ? 9 : LATENT_CHANNELS;
+  const inChannels = isInpaint(kind) ? 9 : LATENT_CHANNELS;
   const sample = floatInput(g, 'sample', resolved, ['batch', inChannels, 'height', 'width']);
   const timestep = timestepInput(g, resolved);
   const context = floatInput(g, 'encoder_hidden_states', resolved, ['batch', 'sequence', contextWidth(resolved, kind)]);
 
   let out: string;
-  if (kind === 'sd-inpaint') {
+  if (isInpaint(kind)) {
     const [latents, mask, maskedImageLatents] = g.node('Split', [sample, g.ints([4, 1, 4])], { axis: 1 }, 3);
     out = g.op('Add', [
       g.op('Add', [g.op('Mul', [latents, g.scalar(0.1)]), g.op('Mul', [mask, g.scalar(0.05)])]),
@@ -190,13 +198,8 @@ function unet(resolved: Resolved, kind: ToyPipelineKind): GraphBuilder {
   out = g.op('Add', [out, batchMean(g, context, 3)]);
   out = g.op('Add', [out, g.op('Mul', [timestep, g.scalar(0.001)])]);
 
-  if (kind === 'sdxl') {
-    const textEmbeds = floatInput(g, 'text_embeds', resolved, ['batch', resolved.hiddenSize]);
-    const timeIds = floatInput(g, 'time_ids', resolved, ['batch', TIME_IDS]);
-    out = g.op('Add', [out, g.op('Mul', [batchMean(g, textEmbeds, 2), g.scalar(0.01)])]);
-    out = g.op('Add', [out, g.op('Mul', [batchMean(g, timeIds, 2), g.scalar(0.0001)])]);
-  }
-  if (kind === 'sd-controlnet') {
+  if (isXL(kind)) out = addTextTimeTerms(g, out, resolved);
+  if (isControlNet(kind)) {
     const residuals = TOY_CONTROLNET_CHANNELS.map((channels, k) => {
       const name = k < CONTROLNET_RESIDUAL_COUNT ? `down_block_additional_residual_${k}` : 'mid_block_additional_residual';
       return floatInput(g, name, resolved, ['batch', channels, `h${k}`, `w${k}`]);
@@ -216,11 +219,19 @@ function unet(resolved: Resolved, kind: ToyPipelineKind): GraphBuilder {
   return g;
 }
 
-function controlnet(resolved: Resolved): GraphBuilder {
-  const g = new GraphBuilder('toy_controlnet');
+/** SDXL's added conditioning: `value + 0.01·mean(text_embeds[b]) + 0.0001·mean(time_ids[b])`, adding both inputs. */
+function addTextTimeTerms(g: GraphBuilder, value: string, resolved: Resolved): string {
+  const textEmbeds = floatInput(g, 'text_embeds', resolved, ['batch', resolved.hiddenSize]);
+  const timeIds = floatInput(g, 'time_ids', resolved, ['batch', TIME_IDS]);
+  const withText = g.op('Add', [value, g.op('Mul', [batchMean(g, textEmbeds, 2), g.scalar(0.01)])]);
+  return g.op('Add', [withText, g.op('Mul', [batchMean(g, timeIds, 2), g.scalar(0.0001)])]);
+}
+
+function controlnet(resolved: Resolved, kind: ToyPipelineKind): GraphBuilder {
+  const g = new GraphBuilder(`toy_controlnet_${kind}`);
   const sample = floatInput(g, 'sample', resolved, ['batch', LATENT_CHANNELS, 'height', 'width']);
   const timestep = timestepInput(g, resolved);
-  const context = floatInput(g, 'encoder_hidden_states', resolved, ['batch', 'sequence', resolved.hiddenSize]);
+  const context = floatInput(g, 'encoder_hidden_states', resolved, ['batch', 'sequence', contextWidth(resolved, kind)]);
   const condition = floatInput(g, 'controlnet_cond', resolved, ['batch', 3, 'cond_height', 'cond_width']);
   const scale = floatInput(g, 'conditioning_scale', resolved, []);
 
@@ -231,6 +242,7 @@ function controlnet(resolved: Resolved): GraphBuilder {
   ]);
   base = g.op('Add', [base, batchMean(g, context, 3)]);
   base = g.op('Add', [base, g.op('Mul', [timestep, g.scalar(0.001)])]);
+  if (isXL(kind)) base = addTextTimeTerms(g, base, resolved);
   const halfBase = g.op('AveragePool', [base], { kernel_shape: [2, 2], strides: [2, 2] });
 
   TOY_CONTROLNET_CHANNELS.forEach((channels, k) => {
@@ -287,11 +299,11 @@ function componentConfig(component: string, kind: ToyPipelineKind, resolved: Res
     case 'unet':
       return {
         _class_name: 'UNet2DConditionModel',
-        in_channels: kind === 'sd-inpaint' ? 9 : LATENT_CHANNELS,
+        in_channels: isInpaint(kind) ? 9 : LATENT_CHANNELS,
         out_channels: LATENT_CHANNELS,
         sample_size: 8,
         cross_attention_dim: contextWidth(resolved, kind),
-        ...(kind === 'sdxl' && {
+        ...(isXL(kind) && {
           addition_embed_type: 'text_time',
           addition_time_embed_dim: ADDITION_TIME_EMBED_DIM,
           projection_class_embeddings_input_dim: TIME_IDS * ADDITION_TIME_EMBED_DIM + hiddenSize,
@@ -302,9 +314,10 @@ function componentConfig(component: string, kind: ToyPipelineKind, resolved: Res
         _class_name: 'ControlNetModel',
         in_channels: LATENT_CHANNELS,
         conditioning_channels: 3,
-        cross_attention_dim: hiddenSize,
+        cross_attention_dim: contextWidth(resolved, kind),
         controlnet_conditioning_channel_order: 'rgb',
         global_pool_conditions: false,
+        ...(isXL(kind) && { addition_embed_type: 'text_time', addition_time_embed_dim: ADDITION_TIME_EMBED_DIM }),
       };
     default:
       return {
@@ -315,7 +328,7 @@ function componentConfig(component: string, kind: ToyPipelineKind, resolved: Res
         // Four blocks: a VAE scale factor of 2^(4-1) = 8, as diffusers derives it.
         block_out_channels: [8, 8, 16, 16],
         sample_size: 64,
-        scaling_factor: kind === 'sdxl' ? 0.13025 : 0.18215,
+        scaling_factor: isXL(kind) ? 0.13025 : 0.18215,
       };
   }
 }
@@ -334,7 +347,7 @@ function schedulerConfig(kind: ToyPipelineKind): object {
     trained_betas: null,
   };
   // Like the conformance folders: SDXL ships an Euler config, the SD 1.5 layouts PNDM.
-  if (kind === 'sdxl') {
+  if (isXL(kind)) {
     return { _class_name: 'EulerDiscreteScheduler', ...common, interpolation_type: 'linear', timestep_spacing: 'leading', use_karras_sigmas: false };
   }
   return { _class_name: 'PNDMScheduler', ...common };
@@ -345,15 +358,17 @@ function modelIndex(kind: ToyPipelineKind, components: readonly string[]): objec
     sd: 'ORTStableDiffusionPipeline',
     sdxl: 'ORTStableDiffusionXLPipeline',
     'sd-inpaint': 'OnnxStableDiffusionInpaintPipeline',
+    'sdxl-inpaint': 'ORTStableDiffusionXLInpaintPipeline',
     'sd-controlnet': 'OnnxStableDiffusionControlNetPipeline',
+    'sdxl-controlnet': 'ORTStableDiffusionXLControlNetPipeline',
   }[kind];
   const index: Record<string, unknown> = { _class_name: className };
   for (const component of components) {
     if (component.startsWith('tokenizer')) index[component] = ['transformers', 'CLIPTokenizer'];
-    else if (component === 'scheduler') index[component] = ['diffusers', kind === 'sdxl' ? 'EulerDiscreteScheduler' : 'PNDMScheduler'];
+    else if (component === 'scheduler') index[component] = ['diffusers', isXL(kind) ? 'EulerDiscreteScheduler' : 'PNDMScheduler'];
     else index[component] = ['diffusers', 'OnnxRuntimeModel'];
   }
-  if (kind === 'sdxl') index.force_zeros_for_empty_prompt = true;
+  if (isXL(kind)) index.force_zeros_for_empty_prompt = true;
   return index;
 }
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { CallbackPipeline, CallbackPlugin, StableDiffusionTensorName } from '../contract.js';
 import { InvalidArgumentError } from '../errors.js';
 import { Generator } from '../random/generator.js';
-import { DDIMScheduler } from '../schedulers/index.js';
+import { DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, SCHEDULER_NAMES } from '../schedulers/index.js';
 import { Tensor } from '../tensor.js';
 import { CallbackRegistry } from '../plugins/registry.js';
 import { writeToyPipeline } from '../testing/toy-models.js';
@@ -152,6 +152,28 @@ describe('registry-made callbacks', () => {
     }]);
     await expect(generate({ callbackOnStepEnd: registry.create('needs-mask') })).rejects.toThrow(
       /Callback "NeedsMask" asks for tensor inputs that StableDiffusionPipeline does not have: mask\./,
+    );
+  });
+});
+
+describe('the per-call scheduler option', () => {
+  it('builds a named scheduler from the model config for one call, leaving the pipeline’s template alone', async () => {
+    const template = pipeline.scheduler;
+    const [euler, dpm] = await Promise.all([generate({ scheduler: 'euler' }, 2), generate({ scheduler: 'dpmpp-2m-karras' }, 2)]);
+    expect(pipeline.scheduler).toBe(template);
+    pipeline.scheduler = EulerDiscreteScheduler.fromConfig(template.config, { useKarrasSigmas: false });
+    try {
+      expect(euler.images.data).toEqual((await generate({}, 2)).images.data);
+    } finally {
+      pipeline.scheduler = template;
+    }
+    expect(dpm.images.data).toEqual((await generate({ scheduler: DPMSolverMultistepScheduler.fromConfig(template.config, { useKarrasSigmas: true }) }, 2)).images.data);
+    expect(dpm.images.data).not.toEqual(euler.images.data);
+  });
+
+  it('names the known schedulers when given another', async () => {
+    await expect(generate({ scheduler: 'heun' as never })).rejects.toThrow(
+      new InvalidArgumentError(`Unknown scheduler "heun". Known: ${SCHEDULER_NAMES.join(', ')} (or a Scheduler instance).`),
     );
   });
 });

@@ -2,6 +2,7 @@ import { GenerationContext, type CfgLayout } from '../callbacks/context.js';
 import { resolveCallbacks, type CallbackOptionValues } from '../callbacks/resolve.js';
 import type { CallbackPipeline, CallbackTensorName } from '../contract.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
+import { resolveScheduler, type SchedulerName } from '../schedulers/index.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { hasIPAdapter } from './ip-adapter.js';
 import { latentDecoder } from './steps.js';
@@ -27,15 +28,16 @@ interface GeneratingPipeline {
 
 /**
  * How every `generate` starts: the callbacks resolved and checked against the pipeline's allow-list before any model
- * runs, a fresh scheduler (a clone: concurrent generations never share scheduler state), and a maker for the
+ * runs, a fresh scheduler (the per-call `scheduler` option, else a clone of the pipeline's: concurrent generations
+ * never share scheduler state), and a maker for the
  * per-call state the callbacks see, once the schedule, the batch and the CFG layout are known.
  */
 export async function startGeneration(
   identity: PipelineIdentity,
   pipeline: GeneratingPipeline,
-  options: CallbackOptionValues & { signal?: AbortSignal },
+  options: CallbackOptionValues & { signal?: AbortSignal; scheduler?: SchedulerName | Scheduler },
 ) {
-  const scheduler = pipeline.scheduler.clone();
+  const scheduler = resolveScheduler(options.scheduler, pipeline.scheduler);
   const unavailable: Record<string, string> = {};
   if (!scheduler.computesPredOriginalSample) {
     unavailable.predOriginalSample = `${scheduler.className} computes no predicted clean sample; use optionalTensorInputs for it`;

@@ -1,5 +1,6 @@
 import type { CallbackOptions, StableDiffusionTensorName } from '../contract.js';
 import type { Generator } from '../random/generator.js';
+import type { SchedulerName } from '../schedulers/index.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import type { Tensor } from '../tensor.js';
 import { loadCommonComponents, type CommonComponents, type PipelineLoadOptions } from './loading.js';
@@ -23,6 +24,11 @@ export interface StableDiffusionBaseOptions<Name extends string, Requested exten
   prompt?: string | readonly string[];
   negativePrompt?: string | readonly string[];
   numInferenceSteps?: number;
+  /**
+   * The scheduler for this call: a name (`'euler'`, `'dpmpp-2m-karras'`, … built from the model's scheduler config)
+   * or an instance (cloned). Default: the pipeline's `scheduler`.
+   */
+  scheduler?: SchedulerName | Scheduler;
   guidanceScale?: number;
   /** Rescales the guided prediction towards the text one (0 = off), diffusers' `guidance_rescale`. */
   guidanceRescale?: number;

@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { ConfigError, ModelLoadError, UnsupportedError } from '../errors.js';
+import { ConfigError, InvalidArgumentError, ModelLoadError, UnsupportedError } from '../errors.js';
 import { parsePythonJson } from '../util/python-json.js';
 import { DDIMScheduler } from './ddim.js';
 import { DPMSolverMultistepScheduler } from './dpm-solver-multistep.js';
@@ -65,6 +65,44 @@ export function schedulerFromConfig(
     throw new UnsupportedError(`Scheduler class "${className}" is not supported; supported classes: ${supported}.`);
   }
   return SCHEDULER_CLASSES[className].fromConfig(config, overrides);
+}
+
+/**
+ * Schedulers by the short names UIs and requests use (the names of diffusers' scheduler guide and of the conformance
+ * references): the class, and the config changes the name implies.
+ */
+const NAMED_SCHEDULERS = {
+  pndm: { className: 'PNDMScheduler', overrides: {} },
+  ddim: { className: 'DDIMScheduler', overrides: {} },
+  euler: { className: 'EulerDiscreteScheduler', overrides: { useKarrasSigmas: false } },
+  'euler-karras': { className: 'EulerDiscreteScheduler', overrides: { useKarrasSigmas: true } },
+  'euler-ancestral': { className: 'EulerAncestralDiscreteScheduler', overrides: {} },
+  'dpmpp-2m': { className: 'DPMSolverMultistepScheduler', overrides: { useKarrasSigmas: false } },
+  'dpmpp-2m-karras': { className: 'DPMSolverMultistepScheduler', overrides: { useKarrasSigmas: true } },
+  lms: { className: 'LMSDiscreteScheduler', overrides: {} },
+} as const satisfies Record<string, { className: string; overrides: Record<string, unknown> }>;
+
+export type SchedulerName = keyof typeof NAMED_SCHEDULERS;
+export const SCHEDULER_NAMES = Object.freeze(Object.keys(NAMED_SCHEDULERS)) as readonly SchedulerName[];
+
+/**
+ * A scheduler for one generation: a name builds that scheduler from `base`'s config (the model's own beta schedule
+ * and training settings, as diffusers' `X.from_config(pipe.scheduler.config)`); an instance is cloned. Either way
+ * the result is a fresh instance, so concurrent generations never share scheduler state.
+ */
+export function resolveScheduler(choice: SchedulerName | Scheduler | undefined, base: Scheduler): Scheduler {
+  if (choice === undefined) return base.clone();
+  if (typeof choice === 'string') {
+    if (!Object.hasOwn(NAMED_SCHEDULERS, choice)) {
+      throw new InvalidArgumentError(`Unknown scheduler "${choice}". Known: ${SCHEDULER_NAMES.join(', ')} (or a Scheduler instance).`);
+    }
+    const { className, overrides } = NAMED_SCHEDULERS[choice];
+    return schedulerFromConfig({ ...base.config, _class_name: className }, overrides);
+  }
+  if (typeof choice !== 'object' || choice === null || typeof (choice as Scheduler).clone !== 'function') {
+    throw new InvalidArgumentError(`scheduler must be a name (${SCHEDULER_NAMES.join(', ')}) or a Scheduler instance.`);
+  }
+  return choice.clone();
 }
 
 /**

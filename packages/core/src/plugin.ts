@@ -15,3 +15,15 @@ export {
 } from './plugins/registry.js';
 export { CALLBACK_PACKAGE_KEYWORD, discoverCallbackPlugins, type DiscoveredCallbackPackage } from './plugins/discover.js';
 export type * from './contract.js';
+export {
+  GENERATION_REQUEST_JSON_SCHEMA,
+  GENERATION_REQUEST_LIMITS,
+  InvalidRequestError,
+  generationRequestSchema,
+  parseGenerationRequest,
+  type CallbackRequest,
+  type GenerationEvent,
+  type GenerationEventType,
+  type GenerationRequest,
+} from './requests.js';
+export { SCHEDULER_NAMES, type SchedulerName } from './schedulers/names.js';

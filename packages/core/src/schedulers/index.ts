@@ -9,7 +9,10 @@ import { EulerAncestralDiscreteScheduler } from './euler-ancestral-discrete.js';
 import { EulerDiscreteScheduler } from './euler-discrete.js';
 import { LMSDiscreteScheduler } from './lms-discrete.js';
 import { PNDMScheduler } from './pndm.js';
+import { NAMED_SCHEDULERS, SCHEDULER_NAMES, type SchedulerName } from './names.js';
 import type { Scheduler } from './scheduler.js';
+
+export { SCHEDULER_NAMES, type SchedulerName } from './names.js';
 
 export type { Scheduler, SchedulerOutput, SchedulerStepOptions } from './scheduler.js';
 export type { DDIMConfig, DDIMStepOptions } from './ddim.js';
@@ -67,23 +70,6 @@ export function schedulerFromConfig(
   return SCHEDULER_CLASSES[className].fromConfig(config, overrides);
 }
 
-/**
- * Schedulers by the short names UIs and requests use (the names of diffusers' scheduler guide and of the conformance
- * references): the class, and the config changes the name implies.
- */
-const NAMED_SCHEDULERS = {
-  pndm: { className: 'PNDMScheduler', overrides: {} },
-  ddim: { className: 'DDIMScheduler', overrides: {} },
-  euler: { className: 'EulerDiscreteScheduler', overrides: { useKarrasSigmas: false } },
-  'euler-karras': { className: 'EulerDiscreteScheduler', overrides: { useKarrasSigmas: true } },
-  'euler-ancestral': { className: 'EulerAncestralDiscreteScheduler', overrides: {} },
-  'dpmpp-2m': { className: 'DPMSolverMultistepScheduler', overrides: { useKarrasSigmas: false } },
-  'dpmpp-2m-karras': { className: 'DPMSolverMultistepScheduler', overrides: { useKarrasSigmas: true } },
-  lms: { className: 'LMSDiscreteScheduler', overrides: {} },
-} as const satisfies Record<string, { className: string; overrides: Record<string, unknown> }>;
-
-export type SchedulerName = keyof typeof NAMED_SCHEDULERS;
-export const SCHEDULER_NAMES = Object.freeze(Object.keys(NAMED_SCHEDULERS)) as readonly SchedulerName[];
 
 /**
  * A scheduler for one generation: a name builds that scheduler from `base`'s config (the model's own beta schedule

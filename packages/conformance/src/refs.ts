@@ -12,6 +12,19 @@ export interface Refs {
   controlnet_runs?: RunRef[];
   sdxl_inpaint_runs?: RunRef[];
   sdxl_controlnet_runs?: RunRef[];
+  ipadapter_runs?: RunRef[];
+  sdxl_ipadapter_runs?: RunRef[];
+  image_encoder?: ImageEncoderRef[];
+}
+
+/** The IP-Adapter's feature extractor and image encoder on one picture. */
+export interface ImageEncoderRef {
+  id: string;
+  model: string;
+  /** How to build the picture (see `describedImage`). */
+  image: string;
+  pixel_values: { shape: number[]; data: number[] };
+  image_embeds: { shape: number[]; data: number[] };
 }
 
 /** Seeds up to 2^64-1: large ones arrive as strings (see `readRefs`). */
@@ -69,6 +82,8 @@ export interface RunStepRef {
   timestep: number;
   guidance_scale: number;
   latents: number[];
+  /** IP-Adapter runs: the scale after this step's callbacks (it applies from the next step on). */
+  ip_adapter_scale_after?: number;
 }
 
 export interface RunRef {
@@ -88,6 +103,9 @@ export interface RunRef {
   init_image?: string;
   mask_image?: string;
   control_image?: string;
+  ip_adapter_image?: string;
+  /** The IP-Adapter scale set before the run. */
+  ip_adapter_scale?: number;
   /** diffusers itself failed on this case; the project must run it to the end. */
   diffusers_error?: string;
 }

@@ -10,6 +10,9 @@ export const SECTION_NAMES = [
   'controlnet_runs',
   'sdxl_inpaint_runs',
   'sdxl_controlnet_runs',
+  'image_encoder',
+  'ipadapter_runs',
+  'sdxl_ipadapter_runs',
 ] as const;
 
 export type SectionName = (typeof SECTION_NAMES)[number];

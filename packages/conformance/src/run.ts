@@ -1,11 +1,14 @@
-import { RefsError, type RandnRef, type Refs, type RunRef, type SchedulerRef, type TokenizerRefs } from './refs.js';
+import { RefsError, type ImageEncoderRef, type RandnRef, type Refs, type RunRef, type SchedulerRef, type TokenizerRefs } from './refs.js';
 import { buildReport, uniqueIds, type CaseResult, type Report, type SectionName } from './report.js';
+import { checkImageEncoderSection } from './sections/image-encoder.js';
 import { checkPipelineSection, type PipelineSectionName } from './sections/pipelines.js';
 import { checkRandnSection } from './sections/randn.js';
 import { checkSchedulersSection } from './sections/schedulers.js';
 import { checkTokenizerSection } from './sections/tokenizer.js';
 
-const PIPELINE_SECTIONS: readonly PipelineSectionName[] = ['sd_runs', 'sdxl_runs', 'inpaint_runs', 'controlnet_runs', 'sdxl_inpaint_runs', 'sdxl_controlnet_runs'];
+const PIPELINE_SECTIONS: readonly PipelineSectionName[] = [
+  'sd_runs', 'sdxl_runs', 'inpaint_runs', 'controlnet_runs', 'sdxl_inpaint_runs', 'sdxl_controlnet_runs', 'ipadapter_runs', 'sdxl_ipadapter_runs',
+];
 
 export interface RunOptions {
   /** The folder holding tiny-sd/, tiny-sdxl/, … */
@@ -36,6 +39,7 @@ export async function runConformance(refs: Refs, options: RunOptions): Promise<R
   const randnRefs = listOf<RandnRef>(refs, 'randn');
   const tokenizerRefs = tokenizerRefsOf(refs);
   const schedulerRefs = listOf<SchedulerRef>(refs, 'schedulers');
+  const imageEncoderRefs = listOf<ImageEncoderRef>(refs, 'image_encoder');
   const runRefs = PIPELINE_SECTIONS.map((section) => [section, listOf<RunRef>(refs, section)] as const);
 
   const wanted = (section: SectionName) => !options.sections?.length || options.sections.includes(section);
@@ -43,6 +47,7 @@ export async function runConformance(refs: Refs, options: RunOptions): Promise<R
   if (wanted('randn')) cases.push(...(await checkRandnSection(randnRefs)));
   if (wanted('tokenizer') && tokenizerRefs) cases.push(...(await checkTokenizerSection(tokenizerRefs, options.modelsDir)));
   if (wanted('schedulers')) cases.push(...(await checkSchedulersSection(schedulerRefs)));
+  if (wanted('image_encoder')) cases.push(...(await checkImageEncoderSection(imageEncoderRefs, options.modelsDir)));
   for (const [section, entries] of runRefs) {
     if (wanted(section)) cases.push(...(await checkPipelineSection(section, entries, options.modelsDir)));
   }

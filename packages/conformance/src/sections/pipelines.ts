@@ -2,13 +2,14 @@ import { join } from 'node:path';
 import * as core from '@diff/core';
 import type { CallbackKwargs, CallbackPipeline, Tensor } from '@diff/core';
 import { SDCFGCutoffCallback, SDXLCFGCutoffCallback, SDXLControlnetCFGCutoffCallback } from '@diff/callback-cfg-cutoff';
+import { IPAdapterScaleCutoffCallback } from '@diff/callback-ipadapter';
 import { describedImage } from '../inputs.js';
 import { buildScheduler } from './schedulers.js';
 import { EXACT, runChecks, type Check, type CheckOutcome, type Tolerance } from '../compare.js';
 import type { RunRef } from '../refs.js';
 import { settleCase, type CaseResult, type SectionName } from '../report.js';
 
-export type PipelineSectionName = Extract<SectionName, 'sd_runs' | 'sdxl_runs' | 'inpaint_runs' | 'controlnet_runs' | 'sdxl_inpaint_runs' | 'sdxl_controlnet_runs'>;
+export type PipelineSectionName = Exclude<SectionName, 'randn' | 'tokenizer' | 'schedulers' | 'image_encoder'>;
 
 const LATENTS_TOLERANCE: Tolerance = { atol: 5e-4, rtol: 5e-4 };
 const IMAGE_TOLERANCE: Tolerance = { atol: 1e-3, rtol: 0 };
@@ -18,6 +19,8 @@ export interface PipelineRunOutput {
   steps: Float32Array[];
   /** The decoded images, NHWC in [0, 1], flattened. */
   image?: Float32Array;
+  /** IP-Adapter runs: the scale after each step's callbacks. */
+  ipAdapterScales?: number[];
 }
 
 export type PipelineRunner = (caseSpec: RunRef, modelsDir: string) => Promise<PipelineRunOutput | 'unsupported'>;
@@ -62,6 +65,8 @@ function caseCallback(caseSpec: RunRef): unknown {
       return new SDXLCFGCutoffCallback(cutoff);
     case 'SDXLControlnetCFGCutoffCallback':
       return new SDXLControlnetCFGCutoffCallback(cutoff);
+    case 'IPAdapterScaleCutoffCallback':
+      return new IPAdapterScaleCutoffCallback(cutoff);
     case 'interrupt':
       return (pipeline: CallbackPipeline, stepIndex: number) => {
         if (stepIndex === args.step_index) pipeline.interrupt = true;
@@ -98,10 +103,14 @@ export async function runPipelineCase(caseSpec: RunRef, modelsDir: string): Prom
   if (caseSpec.init_image) options.image = describedImage(caseSpec.init_image);
   if (caseSpec.mask_image) options.maskImage = describedImage(caseSpec.mask_image);
   if (caseSpec.control_image) options.image = describedImage(caseSpec.control_image);
+  if (caseSpec.ip_adapter_image) options.ipAdapterImage = describedImage(caseSpec.ip_adapter_image);
+  if (caseSpec.ip_adapter_scale !== undefined) options.ipAdapterScale = caseSpec.ip_adapter_scale;
 
   const steps: Float32Array[] = [];
-  const recordLatents = (_pipeline: CallbackPipeline, _step: number, _timestep: number, kwargs: CallbackKwargs<'latents'>) => {
+  const ipAdapterScales: number[] = [];
+  const recordLatents = (pipeline: CallbackPipeline, _step: number, _timestep: number, kwargs: CallbackKwargs<'latents'>) => {
     steps.push(kwargs.latents.data.slice());
+    ipAdapterScales.push(pipeline.ipAdapterScale);
   };
   const { images } = await pipeline.generate({
     ...options,
@@ -110,7 +119,7 @@ export async function runPipelineCase(caseSpec: RunRef, modelsDir: string): Prom
     callbackOnStepEnd: [caseCallback(caseSpec), recordLatents],
     callbackOnStepEndTensorInputs: caseSpec.callback === 'dynamic_cfg' ? ['latents', 'promptEmbeds'] : ['latents'],
   });
-  return { steps, image: images.data };
+  return { steps, image: images.data, ...(caseSpec.ip_adapter_image ? { ipAdapterScales } : {}) };
 }
 
 /** Compares a finished run with its reference; a case diffusers itself crashed on passes by running to the end. */
@@ -130,6 +139,10 @@ export function checkPipelineRun(caseSpec: RunRef, output: PipelineRunOutput): C
     const actual = output.steps[i];
     if (actual) checks.push({ label: `latents@${expected.step}`, actual, expected: expected.latents, tolerance: LATENTS_TOLERANCE });
   });
+  const expectedScales = expectedSteps.map((step) => step.ip_adapter_scale_after);
+  if (expectedScales.every((scale) => scale !== undefined) && expectedScales.length > 0) {
+    checks.push({ label: 'ip_adapter_scale_after', actual: output.ipAdapterScales ?? [], expected: expectedScales as number[], tolerance: EXACT });
+  }
   if (caseSpec.image) {
     checks.push({
       label: output.image ? 'image' : 'image (none returned)',

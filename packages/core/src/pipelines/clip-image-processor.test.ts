@@ -3,7 +3,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildRecipeImage } from '../__fixtures__/recipe-image.js';
+import { describedImage } from '@diff/test-fixtures';
 import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
 import { ConfigError, InvalidArgumentError, ModelLoadError } from '../errors.js';
 import {
@@ -38,23 +38,11 @@ describeShared('CLIPImageProcessor against transformers 5 (refs.json image_encod
     it(`${entry.id} (${entry.model}): within 1e-6`, async () => {
       const dir = join(SHARED_CONFORMANCE_DIR, entry.model, 'feature_extractor');
       const processor = await CLIPImageProcessor.fromPretrained(dir);
-      const pixelValues = processor.preprocess(buildRecipeImage(entry.image));
+      const pixelValues = processor.preprocess(describedImage(entry.image));
       expect(pixelValues.shape).toEqual(entry.pixel_values.shape);
       expect(maxAbsDiff(pixelValues.data, entry.pixel_values.data)).toBeLessThanOrEqual(1e-6);
     });
   }
-});
-
-describe('recipe pictures', () => {
-  it('builds the expression and rule forms', () => {
-    const image = buildRecipeImage('RGB 3x2: r = 255 if (x//2 + y) even else 40; g = round(255*y/2); b = |x-1|^2');
-    expect(Array.from(image.data)).toEqual([255, 0, 1, 255, 0, 0, 40, 0, 1, 40, 128, 1, 40, 128, 0, 255, 128, 1]);
-    const mask = buildRecipeImage('L mode 4x2: 255 where 1<=x<3 and y == 1, else 0');
-    expect(Array.from(mask.data)).toEqual([0, 0, 0, 0, 0, 255, 255, 0]);
-    const disc = buildRecipeImage('RGB 2x1: white (255) where (x-1)^2 <= 0, else black');
-    expect(Array.from(disc.data)).toEqual([0, 0, 0, 255, 255, 255]);
-    expect(() => buildRecipeImage('gradient over 4x4')).toThrow(/Unknown picture recipe form/);
-  });
 });
 
 // ---------------------------------------------------------------------------------------------------------------

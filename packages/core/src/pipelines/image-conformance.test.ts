@@ -1,11 +1,11 @@
 // The image-conditioned pipelines against diffusers itself (the shared refs.json), where the shared conformance data
 // is present: per-step latents within 5e-4 + 5e-4·|ref|, the image within 1e-3.
 import { join } from 'node:path';
+import { describedImage } from '@diff/test-fixtures';
 import type { CallbackKwargs, CallbackPipeline } from '../contract.js';
 import { Generator } from '../random/generator.js';
 import { schedulerFromConfig } from '../schedulers/index.js';
 import type { Tensor } from '../tensor.js';
-import type { RawImage } from './images.js';
 import { StableDiffusionImg2ImgPipeline } from './stable-diffusion-img2img.js';
 import { StableDiffusionInpaintPipeline } from './stable-diffusion-inpaint.js';
 import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
@@ -20,6 +20,9 @@ interface RunRef {
   seed: number;
   kwargs: { prompt: string; strength: number; num_inference_steps: number; guidance_scale: number };
   callback_args?: { cutoff_step_ratio: number } | null;
+  /** The pictures, as refs.json describes them (see `describedImage`). */
+  init_image: string;
+  mask_image?: string;
   steps?: { step: number; timestep: number; latents: number[] }[];
   image?: { shape: number[]; data: number[] };
 }
@@ -27,38 +30,6 @@ interface RunRef {
 const SCHEDULER_CLASSES: Record<string, string> = { ddim: 'DDIMScheduler', pndm: 'PNDMScheduler' };
 const refs = readSharedRefs<{ sd_runs: RunRef[]; inpaint_runs: RunRef[] }>();
 const refCase = (section: 'sd_runs' | 'inpaint_runs', id: string) => refs![section].find((entry) => entry.id === id)!;
-
-/** numpy's round: halves go to the even neighbour. */
-function roundHalfEven(value: number): number {
-  const floor = Math.floor(value);
-  const fraction = value - floor;
-  return fraction > 0.5 || (fraction === 0.5 && floor % 2 === 1) ? floor + 1 : floor;
-}
-
-/**
- * refs.json's `init_image`: r = x/63, g = y/63, b = 0.5·(1 − x/63) + 0.5·y/63 over 64×64, as uint8 round(v·255).
- * The refs computed it in float32 with numpy's rounding: 39 blue values differ from a float64 Math.round, which moves
- * the latents by 2e-4.
- */
-function gradientImage(): RawImage {
-  const f32 = Math.fround;
-  const data = new Uint8Array(64 * 64 * 3);
-  for (let y = 0; y < 64; y++) {
-    for (let x = 0; x < 64; x++) {
-      const [r, g] = [f32(x / 63), f32(y / 63)];
-      const values = [r, g, f32(f32(0.5 * f32(1 - r)) + f32(f32(0.5 * y) / 63))];
-      values.forEach((value, channel) => (data[(y * 64 + x) * 3 + channel] = roundHalfEven(f32(value * 255))));
-    }
-  }
-  return { data, width: 64, height: 64, channels: 3 };
-}
-
-/** refs.json's `mask_image`: L mode 64×64, 255 where 8 ≤ y < 40 and 16 ≤ x < 48, else 0. */
-function rectangleMask(): RawImage {
-  const data = new Uint8Array(64 * 64);
-  for (let y = 8; y < 40; y++) data.fill(255, y * 64 + 16, y * 64 + 48);
-  return { data, width: 64, height: 64, channels: 1 };
-}
 
 /** The largest |ours − ref| − (atol + rtol·|ref|) (≤ 0 passes) and the largest |ours − ref|. */
 function compare(ours: ArrayLike<number>, ref: readonly number[], atol: number, rtol: number) {
@@ -106,7 +77,7 @@ const recordLatents = (steps: Float32Array[]) => (_pipeline: unknown, _step: num
     const ref = refCase('sd_runs', 'sd-img2img-ddim');
     const pipe = await StableDiffusionImg2ImgPipeline.fromPretrained(join(conformance, ref.model), { scheduler: schedulerOf(ref) });
     const steps: Float32Array[] = [];
-    const { images } = await pipe.generate({ ...optionsOf(ref), image: gradientImage(), callbackOnStepEnd: recordLatents(steps) });
+    const { images } = await pipe.generate({ ...optionsOf(ref), image: describedImage(ref.init_image), callbackOnStepEnd: recordLatents(steps) });
     await pipe.dispose();
     expectMatches(ref, steps, images);
   });
@@ -115,7 +86,7 @@ const recordLatents = (steps: Float32Array[]) => (_pipeline: unknown, _step: num
     const ref = refCase('inpaint_runs', 'inpaint-ddim-full');
     const pipe = await StableDiffusionInpaintPipeline.fromPretrained(join(conformance, ref.model), { scheduler: schedulerOf(ref) });
     const steps: Float32Array[] = [];
-    const { images } = await pipe.generate({ ...optionsOf(ref), image: gradientImage(), maskImage: rectangleMask(), callbackOnStepEnd: recordLatents(steps) });
+    const { images } = await pipe.generate({ ...optionsOf(ref), image: describedImage(ref.init_image), maskImage: describedImage(ref.mask_image!), callbackOnStepEnd: recordLatents(steps) });
     await pipe.dispose();
     expectMatches(ref, steps, images);
   });
@@ -136,7 +107,7 @@ const recordLatents = (steps: Float32Array[]) => (_pipeline: unknown, _step: num
       return result;
     };
     const { images } = await pipe.generate({
-      ...optionsOf(ref), image: gradientImage(), maskImage: rectangleMask(),
+      ...optionsOf(ref), image: describedImage(ref.init_image), maskImage: describedImage(ref.mask_image!),
       callbackOnStepEnd: cfgCutoff, callbackOnStepEndTensorInputs: ['latents', 'promptEmbeds', 'mask', 'maskedImageLatents'],
     });
     await pipe.dispose();

@@ -3,8 +3,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describedImage } from '@diff/test-fixtures';
 import { referenceScheduler, toleranceExcess } from '../__fixtures__/conformance-runs.js';
-import { buildRecipeImage } from '../__fixtures__/recipe-image.js';
 import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
 import type { CallbackPipeline, CallbackPlugin } from '../contract.js';
 import { CallbackError, InvalidArgumentError } from '../errors.js';
@@ -65,7 +65,7 @@ const loadReferencePipeline = (model: string) => AutoPipelineForText2Image.fromP
       const { images } = await pipeline.generate({
         prompt: run.kwargs.prompt, numInferenceSteps: run.kwargs.num_inference_steps, guidanceScale: run.kwargs.guidance_scale,
         generator: new Generator().manualSeed(run.seed), outputType: 'np',
-        ipAdapterImage: buildRecipeImage(run.ip_adapter_image), ipAdapterScale: run.ip_adapter_scale,
+        ipAdapterImage: describedImage(run.ip_adapter_image), ipAdapterScale: run.ip_adapter_scale,
         callbackOnStepEnd: [referenceCallback(run), record],
       });
       expect(steps).toHaveLength(run.steps.length);
@@ -95,7 +95,7 @@ const cutoffRun = runs.find((run) => run.model === plainRun?.model && run.callba
     try {
       const options = (scheduled: IPAdapterRun) => ({
         prompt: scheduled.kwargs.prompt, numInferenceSteps: scheduled.kwargs.num_inference_steps, guidanceScale: scheduled.kwargs.guidance_scale,
-        generator: new Generator().manualSeed(scheduled.seed), outputType: 'np' as const, ipAdapterImage: buildRecipeImage(scheduled.ip_adapter_image),
+        generator: new Generator().manualSeed(scheduled.seed), outputType: 'np' as const, ipAdapterImage: describedImage(scheduled.ip_adapter_image),
       });
       pipeline.scheduler = referenceScheduler(cutoffRun as IPAdapterRun);
       await pipeline.generate({ ...options(cutoffRun as IPAdapterRun), callbackOnStepEnd: referenceCallback(cutoffRun as IPAdapterRun) });
@@ -115,7 +115,7 @@ const cutoffRun = runs.find((run) => run.model === plainRun?.model && run.callba
       let embeds: Tensor | undefined;
       const rows: number[] = [];
       const fromImage = await pipeline.generate({
-        ...base, ipAdapterImage: buildRecipeImage(run.ip_adapter_image),
+        ...base, ipAdapterImage: describedImage(run.ip_adapter_image),
         callbackOnStepEnd: (state, step, _t, kwargs) => {
           embeds ??= kwargs.ipAdapterImageEmbeds;
           rows.push(kwargs.ipAdapterImageEmbeds.shape[0]);
@@ -141,7 +141,7 @@ const cutoffRun = runs.find((run) => run.model === plainRun?.model && run.callba
     const pipeline = await loadReferencePipeline(run.model);
     try {
       const base = { prompt: 'a cat', numInferenceSteps: 2 };
-      const image = buildRecipeImage(run.ip_adapter_image);
+      const image = describedImage(run.ip_adapter_image);
       await expect(pipeline.generate({ ...base, ipAdapterImage: image, ipAdapterImageEmbeds: Tensor.zeros([2, 1, 16]) })).rejects.toThrow(
         new InvalidArgumentError('Give either ipAdapterImage or ipAdapterImageEmbeds, not both.'),
       );

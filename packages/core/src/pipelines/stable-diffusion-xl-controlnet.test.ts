@@ -1,6 +1,7 @@
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describedImage } from '@diff/test-fixtures';
 import { writeToyPipeline } from '../testing/toy-models.js';
 import type { CallbackKwargs, CallbackPipeline, CallbackPlugin, StableDiffusionXLControlNetTensorName } from '../contract.js';
 import { InvalidArgumentError, ModelLoadError } from '../errors.js';
@@ -11,7 +12,6 @@ import { Tensor } from '../tensor.js';
 import { AutoPipelineForText2Image } from './auto-pipeline.js';
 import { StableDiffusionXLControlNetPipeline, type StableDiffusionXLControlNetOptions } from './stable-diffusion-xl-controlnet.js';
 import { referenceScheduler, toleranceExcess } from '../__fixtures__/conformance-runs.js';
-import { buildRecipeImage } from '../__fixtures__/recipe-image.js';
 import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
 
 type Name = StableDiffusionXLControlNetTensorName;
@@ -69,8 +69,8 @@ let dir: string;
 let multiDir: string;
 let pipeline: StableDiffusionXLControlNetPipeline;
 let multi: StableDiffusionXLControlNetPipeline;
-const square = buildRecipeImage('RGB 16x16: white where |x-8| <= 4 and |y-7| <= 3, else black');
-const stripes = buildRecipeImage('RGB 16x16: white where x % 4 < 2, else black');
+const square = describedImage('RGB 16x16: white where |x-8| <= 4 and |y-7| <= 3, else black');
+const stripes = describedImage('RGB 16x16: white where x % 4 < 2, else black');
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'diff-sdxl-controlnet-'));
@@ -125,7 +125,7 @@ describe('StableDiffusionXLControlNetPipeline', () => {
   });
 
   it('sizes the output after the control picture and conditions on that size', async () => {
-    const wide = buildRecipeImage('RGB 35x20: white where 1, else black');
+    const wide = describedImage('RGB 35x20: white where 1, else black');
     const [first] = await tensorsSeen({ image: wide });
     expect(first.latents.shape).toEqual([1, 4, 2, 4]); // 35×20 rounded down to 32×16
     expect(first.image.shape).toEqual([2, 3, 16, 32]);
@@ -328,7 +328,7 @@ function camelCaseKeys(kwargs: Record<string, unknown>): Record<string, unknown>
       const options = camelCaseKeys(run.kwargs) as Partial<StableDiffusionXLControlNetOptions<'latents' | 'promptEmbeds' | 'image', 'np'>>;
       const { images } = await controlnet.generate({
         ...options,
-        image: buildRecipeImage(run.control_image),
+        image: describedImage(run.control_image),
         generator: new Generator().manualSeed(run.seed),
         callbackOnStepEnd: [callback?.(run.callback_args ?? {}), record],
         callbackOnStepEndTensorInputs: ['latents', 'promptEmbeds', 'image'],

@@ -2,6 +2,7 @@ import { jest } from '@jest/globals';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describedImage } from '@diff/test-fixtures';
 import { PipelineCallback } from '../callbacks/pipeline-callback.js';
 import type { CallbackKwargs, CallbackPipeline, StableDiffusionXLInpaintTensorName } from '../contract.js';
 import { InvalidArgumentError, ModelLoadError, UnsupportedError } from '../errors.js';
@@ -380,42 +381,6 @@ const SCHEDULER_CLASSES: Readonly<Record<string, string>> = {
 
 const sdxlInpaintRuns = readSharedRefs<{ sdxl_inpaint_runs?: RunRef[] }>()?.sdxl_inpaint_runs ?? [];
 
-/** numpy's round: halves go to the even neighbour. */
-function roundHalfEven(value: number): number {
-  const floor = Math.floor(value);
-  const fraction = value - floor;
-  return fraction > 0.5 || (fraction === 0.5 && floor % 2 === 1) ? floor + 1 : floor;
-}
-
-/**
- * The input pictures refs.json describes in words: the gradient `r = x/a, g = y/b, b = 0.5·(1 − x/c) + 0.5·y/d`
- * (computed in float32 and rounded as numpy does: a float64 Math.round moves 39 blue values of the 64×64 one) and the
- * rectangle mask `V where y0 ≤ y < y1 and x0 ≤ x < x1, else W`. The conformance CLI parses any formula.
- */
-function describedPicture(description: string): RawImage {
-  const f32 = Math.fround;
-  const gradient = /^gradient: r=x\/(\d+), g=y\/(\d+), b=0\.5\*\(1-x\/(\d+)\)\+0\.5\*y\/(\d+) over (\d+)x(\d+), as uint8 round\(v\*255\)$/.exec(description);
-  if (gradient) {
-    const [a, b, c, d, width, height] = gradient.slice(1).map(Number);
-    const data = new Uint8Array(width * height * 3);
-    for (let y = 0; y < height; y++) {
-      for (let x = 0; x < width; x++) {
-        const values = [f32(x / a), f32(y / b), f32(f32(0.5 * f32(1 - f32(x / c))) + f32(f32(0.5 * y) / d))];
-        values.forEach((value, channel) => (data[(y * width + x) * 3 + channel] = roundHalfEven(f32(value * 255))));
-      }
-    }
-    return { data, width, height, channels: 3 };
-  }
-  const rectangle = /^L mode (\d+)x(\d+): (\d+) where (\d+)<=y<(\d+) and (\d+)<=x<(\d+), else (\d+)$/.exec(description);
-  if (rectangle) {
-    const [width, height, inside, y0, y1, x0, x1, outside] = rectangle.slice(1).map(Number);
-    const data = new Uint8Array(width * height).fill(outside);
-    for (let y = y0; y < y1; y++) data.fill(inside, y * width + x0, y * width + x1);
-    return { data, width, height, channels: 1 };
-  }
-  throw new Error(`Unrecognised picture description in refs.json: ${description}`);
-}
-
 /** The callback a refs entry names, built as a user of the pipeline would. */
 function namedCallback(ref: RunRef) {
   const args = ref.callback_args ?? {};
@@ -461,8 +426,8 @@ const camelCase = (key: string) => key.replace(/_([a-z0-9])/g, (_, letter: strin
     try {
       const { images } = await pipe.generate({
         ...(Object.fromEntries(Object.entries(ref.kwargs).map(([key, value]) => [camelCase(key), value])) as Partial<StableDiffusionXLInpaintOptions<Name, 'np'>>),
-        image: describedPicture(ref.init_image),
-        maskImage: describedPicture(ref.mask_image),
+        image: describedImage(ref.init_image),
+        maskImage: describedImage(ref.mask_image),
         generator: new Generator().manualSeed(ref.seed),
         outputType: 'np',
         callbackOnStepEnd: [namedCallback(ref), record],

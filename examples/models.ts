@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-export function modelDir(name: 'tiny-sd' | 'tiny-sdxl' | 'tiny-sd-inpaint' | 'tiny-sd-controlnet'): string {
+export function modelDir(name: 'tiny-sd' | 'tiny-sdxl' | 'tiny-sd-inpaint' | 'tiny-sd-controlnet' | 'tiny-sd-ipadapter'): string {
   const flag = process.argv.indexOf('--model');
   const dir = flag >= 0 ? resolve(process.argv[flag + 1]) : join(repoRoot, '..', 'shared', 'conformance', name);
   if (!existsSync(join(dir, 'model_index.json'))) {

@@ -15,8 +15,12 @@ import { packPackages, readJson, repoRoot, workspacePackages } from '../workspac
 
 const appDir = join(dirname(fileURLToPath(import.meta.url)), 'app');
 /** The packages app/main.ts imports. */
-const REQUIRED = ['@diff/core', '@diff/model-tiny', '@diff/callback-cfg-cutoff', '@diff/callback-interrupt', '@diff/callback-preview', '@diff/callback-template'];
-/** What app/main.ts must print: 8 steps, guidance off after step 2 (ratio 0.25), stopped after step 5. */
+const REQUIRED = ['@diff/core', '@diff/model-tiny', '@diff/callback-cfg-cutoff', '@diff/callback-interrupt', '@diff/callback-ipadapter', '@diff/callback-preview', '@diff/callback-template'];
+/**
+ * What app/main.ts must print: 8 steps, guidance off after step 2 (ratio 0.25), stopped after step 5; then the
+ * IP-Adapter scale set by the schedule before each step (1, 0.75, 0.5) and by the cut-off after step 1 (0), with
+ * latents equal to a run without them (the tiny model has no adapter).
+ */
 const EXPECTED = {
   interruptedAtStep: 5,
   images: [[64, 64]],
@@ -25,10 +29,13 @@ const EXPECTED = {
   statsSteps: [0, 1, 2, 3, 4, 5],
   statsFinite: true,
   guidanceScales: [7.5, 7.5, 0, 0, 0, 0],
-  registered: ['cfg-cutoff', 'interrupt', 'latent-stats', 'preview'],
+  ipAdapterScales: [1, 0, 0.5],
+  ipAdapterHarmless: true,
+  registered: ['cfg-cutoff', 'interrupt', 'ipadapter', 'ipadapter-schedule', 'latent-stats', 'preview'],
   discovered: {
     '@diff/callback-cfg-cutoff': ['cfg-cutoff', 'guidance-interval'],
     '@diff/callback-interrupt': ['interrupt'],
+    '@diff/callback-ipadapter': ['ipadapter', 'ipadapter-schedule'],
     '@diff/callback-preview': ['preview'],
     '@diff/callback-template': ['latent-stats'],
   },

@@ -1,16 +1,18 @@
 // A third-party app, as it would be written against the packages installed from their npm tarballs: a CFG cut-off,
 // per-step previews, an interrupt and the template's latent statistics on the embedded tiny model, each made by name
-// through the registry. Prints one JSON line that run.mjs checks.
-import { Generator, StableDiffusionPipeline } from '@diff/core';
+// through the registry; then the IP-Adapter callbacks on that model, which has no adapter. Prints one JSON line that
+// run.mjs checks.
+import { Generator, StableDiffusionPipeline, type StableDiffusionOptions } from '@diff/core';
 import type { CallbackPipeline } from '@diff/core/contract';
 import { CallbackRegistry, createCallback, discoverCallbackPlugins, listCallbackPlugins, registerCallbackPlugin } from '@diff/core/plugin';
 import { plugin as cfgCutoff } from '@diff/callback-cfg-cutoff';
 import { plugin as interrupt } from '@diff/callback-interrupt';
+import { plugin as ipAdapterCutoff, schedulePlugin as ipAdapterSchedule } from '@diff/callback-ipadapter';
 import { plugin as preview, type LatentPreview } from '@diff/callback-preview';
 import { plugin as latentStats, type LatentStats } from '@diff/callback-template';
 import { modelDir } from '@diff/model-tiny';
 
-registerCallbackPlugin(cfgCutoff, interrupt, preview, latentStats);
+registerCallbackPlugin(cfgCutoff, interrupt, ipAdapterCutoff, ipAdapterSchedule, preview, latentStats);
 // The packages a CLI would find on its own: every installed package with the keyword diff-callback.
 const discovered = await discoverCallbackPlugins({ registry: new CallbackRegistry() });
 
@@ -31,6 +33,18 @@ const { images, interruptedAtStep } = await pipeline.generate({
     (state: CallbackPipeline) => void guidanceScales.push(state.guidanceScale),
   ],
 });
+
+// The IP-Adapter callbacks set the generation's adapter scale; on a model without an adapter it reaches no UNet
+// input, so the latents are those of a run without them.
+const ipAdapterScales: number[] = [];
+const shortRun = (callbackOnStepEnd: StableDiffusionOptions['callbackOnStepEnd']) =>
+  pipeline.generate({ prompt: 'a red circle', numInferenceSteps: 3, generator: new Generator().manualSeed(1), outputType: 'latent', callbackOnStepEnd });
+const withoutIPAdapterCallbacks = await shortRun(undefined);
+const withIPAdapterCallbacks = await shortRun([
+  createCallback('ipadapter-schedule', { schedule: 'linear', from: 1, to: 0.5 }),
+  createCallback('ipadapter', { cutoffStepIndex: 1 }),
+  (state: CallbackPipeline) => void ipAdapterScales.push(state.ipAdapterScale),
+]);
 await pipeline.dispose();
 
 console.log(
@@ -42,6 +56,8 @@ console.log(
     statsSteps: stats.map((report) => report.stepIndex),
     statsFinite: stats.every((report) => report.images.every((image) => image.finite)),
     guidanceScales,
+    ipAdapterScales,
+    ipAdapterHarmless: withIPAdapterCallbacks.images.data.every((value, i) => value === withoutIPAdapterCallbacks.images.data[i]),
     registered: listCallbackPlugins().map((plugin) => plugin.name),
     discovered: Object.fromEntries(discovered.map((pkg) => [pkg.packageName, pkg.descriptors.map((descriptor) => descriptor.name).sort()])),
   }),
@@ -53,6 +69,8 @@ export function typeChecks(): void {
   createCallback('interrupt', { atStep: 'five' });
   // @ts-expect-error runtime values (handlers) are typed too
   createCallback('latent-stats', {}, { onStats: 'console' });
+  // @ts-expect-error the IP-Adapter schedules are named
+  createCallback('ipadapter-schedule', { schedule: 'exponential' });
   // @ts-expect-error options are strict objects
   createCallback('preview', { evry: 2 }, { onPreview: () => undefined });
 }

@@ -51,6 +51,8 @@ export interface GenerationContextSettings {
   guidanceScale: number;
   /** The IP-Adapter scale the generation starts with (0 where the model has no adapter). */
   ipAdapterScale?: number;
+  /** Whether an adapter picture conditions this generation (else the UNet gets scale 0, whatever callbacks set). */
+  ipAdapterActive?: boolean;
   timesteps: ArrayLike<number>;
   batchSize: number;
   latentChannels: number;
@@ -71,6 +73,7 @@ export class GenerationContext implements CallbackPipeline {
   guidanceScale: number;
   interrupt = false;
   private currentIPAdapterScale: number;
+  private readonly ipAdapterActive: boolean;
   readonly timesteps: readonly number[];
   readonly batchSize: number;
   readonly latentChannels: number;
@@ -95,6 +98,7 @@ export class GenerationContext implements CallbackPipeline {
     this.guidanceScale = settings.guidanceScale;
     this.initialGuidanceScale = settings.guidanceScale;
     this.currentIPAdapterScale = settings.ipAdapterScale ?? 0;
+    this.ipAdapterActive = settings.ipAdapterActive ?? false;
     this.startedWithGuidance = settings.guidanceScale > 1;
     this.timesteps = Object.freeze(Array.from(settings.timesteps));
     this.batchSize = settings.batchSize;
@@ -115,6 +119,11 @@ export class GenerationContext implements CallbackPipeline {
   /** Checked here, so that a callback setting a bad scale is named in the error. */
   set ipAdapterScale(scale: number) {
     this.currentIPAdapterScale = checkIPAdapterScale(scale);
+  }
+
+  /** The scale the UNet gets: 0 without an adapter picture, so a scale callback cannot switch on empty embeddings. */
+  get ipAdapterFeedScale(): number {
+    return this.ipAdapterActive ? this.currentIPAdapterScale : 0;
   }
 
   /** diffusers: `guidance_scale > 1` (the ONNX UNets here take no guidance embedding). */

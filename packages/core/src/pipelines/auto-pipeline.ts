@@ -47,6 +47,28 @@ export interface Image2ImagePipeline {
   dispose(): Promise<void>;
 }
 
+/** What an auto-loaded inpainting pipeline accepts whatever its family. */
+export interface InpaintingPipeline {
+  scheduler: Scheduler;
+  readonly callbackTensorInputs: readonly CallbackTensorName[];
+  generate<
+    const Requested extends SharedTensorName | 'mask' | 'maskedImageLatents' = 'latents',
+    Output extends OutputType = 'image',
+    const BeginRequested extends SharedTensorName | 'mask' | 'maskedImageLatents' = 'latents',
+  >(
+    options: StableDiffusionBaseOptions<SharedTensorName | 'mask' | 'maskedImageLatents', Requested, Output, BeginRequested> & {
+      image: ImageInput;
+      maskImage: ImageInput;
+      strength?: number;
+      height?: number;
+      width?: number;
+    },
+  ): Promise<PipelineOutput<Output>>;
+  /** 9 for an inpainting UNet (latents, mask, masked-picture latents), 4 for a plain one. */
+  unetInChannels(): Promise<4 | 9>;
+  dispose(): Promise<void>;
+}
+
 /** The pipeline types each task may return. */
 interface TaskPipelines {
   text2image: StableDiffusionPipeline | StableDiffusionXLPipeline | StableDiffusionControlNetPipeline | StableDiffusionXLControlNetPipeline;
@@ -137,7 +159,7 @@ export class AutoPipelineForInpainting {
    * `StableDiffusionXLInpaintPipeline`, whose load options it takes too): inpainting exports (9-channel UNets) and
    * plain ones alike.
    */
-  static async fromPretrained(dir: string, options: StableDiffusionXLImg2ImgLoadOptions = {}): Promise<TaskPipelines['inpainting']> {
+  static async fromPretrained(dir: string, options: StableDiffusionXLImg2ImgLoadOptions = {}): Promise<InpaintingPipeline> {
     return loadForTask('inpainting', dir, options);
   }
 }

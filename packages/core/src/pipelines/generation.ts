@@ -48,7 +48,7 @@ export async function startGeneration(
   const callbacks = resolveCallbacks(options, { pipelineName: identity.name, allowed: pipeline.callbackTensorInputs, unavailable });
   const { components } = pipeline;
   const outChannels = components.unetConfig.out_channels;
-  const context = (settings: { guidanceScale: number; timesteps: ArrayLike<number>; batchSize: number; cfgLayout: CfgLayout; ipAdapterScale?: number }) =>
+  const context = (settings: { guidanceScale: number; timesteps: ArrayLike<number>; batchSize: number; cfgLayout: CfgLayout; ipAdapterScale?: number; ipAdapterActive?: boolean }) =>
     new GenerationContext({
       ...settings,
       pipelineName: identity.name,

@@ -9,6 +9,7 @@ export {
   AutoPipelineForInpainting,
   AutoPipelineForText2Image,
   type Image2ImagePipeline,
+  type InpaintingPipeline,
   type SharedTensorName,
   type Text2ImagePipeline,
 } from './auto-pipeline.js';

@@ -136,6 +136,22 @@ const cutoffRun = runs.find((run) => run.model === plainRun?.model && run.callba
     }
   });
 
+  it('runs a model with an adapter but no picture as without it, whatever scale a callback sets', async () => {
+    const pipeline = await loadReferencePipeline((plainRun as IPAdapterRun).model);
+    try {
+      const base = { prompt: 'a cat', numInferenceSteps: 3, outputType: 'latent' as const };
+      const plain = await pipeline.generate({ ...base, generator: new Generator().manualSeed(5) });
+      const scaled = await pipeline.generate({
+        ...base, generator: new Generator().manualSeed(5),
+        callbackOnStepBegin: (state: CallbackPipeline) => void (state.ipAdapterScale = 1),
+      });
+      expect(scaled.images.data).toEqual(plain.images.data);
+      await expect(pipeline.generate({ ...base, ipAdapterScale: 0.5 })).rejects.toThrow('ipAdapterScale needs ipAdapterImage or ipAdapterImageEmbeds to scale.');
+    } finally {
+      await pipeline.dispose();
+    }
+  });
+
   it('checks the embeddings, the scale and what callbacks set', async () => {
     const run = plainRun as IPAdapterRun;
     const pipeline = await loadReferencePipeline(run.model);

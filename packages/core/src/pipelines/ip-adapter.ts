@@ -61,13 +61,15 @@ const SCALE_INPUT = 'ip_adapter_scale';
 export interface PreparedIPAdapter {
   readonly tensors: { ipAdapterImageEmbeds?: Tensor<'float32'> };
   readonly cfgLayout: CfgLayout;
-  readonly scale: number;
+  readonly ipAdapterScale: number;
+  /** Whether a picture (or embeddings) conditions this generation; without one the UNet always gets scale 0. */
+  readonly ipAdapterActive: boolean;
 }
 
-const NO_IP_ADAPTER: PreparedIPAdapter = { tensors: {}, cfgLayout: {}, scale: 0 };
+const NO_IP_ADAPTER: PreparedIPAdapter = { tensors: {}, cfgLayout: {}, ipAdapterScale: 0, ipAdapterActive: false };
 
-function prepared(ipAdapterImageEmbeds: Tensor<'float32'>, scale: number): PreparedIPAdapter {
-  return { tensors: { ipAdapterImageEmbeds }, cfgLayout: { ipAdapterImageEmbeds: { kind: 'negativeFirst' } }, scale };
+function prepared(ipAdapterImageEmbeds: Tensor<'float32'>, ipAdapterScale: number, ipAdapterActive = true): PreparedIPAdapter {
+  return { tensors: { ipAdapterImageEmbeds }, cfgLayout: { ipAdapterImageEmbeds: { kind: 'negativeFirst' } }, ipAdapterScale, ipAdapterActive };
 }
 
 /** Whether the model's UNet takes the adapter's inputs. */
@@ -149,7 +151,7 @@ export async function prepareIPAdapter(
   }
   // diffusers' unconditional image embeddings are zeros of the same shape.
   const embeds = doClassifierFreeGuidance ? Tensor.cat([Tensor.zeros(positive.shape), positive]) : positive;
-  return prepared(embeds, ipAdapterImage === undefined ? 0 : (ipAdapterScale ?? 1));
+  return ipAdapterImage === undefined ? prepared(embeds, 0, false) : prepared(embeds, ipAdapterScale ?? 1);
 }
 
 /** The UNet feeds for the adapter at one step: the embeddings (checked against the batch) and the current scale. */

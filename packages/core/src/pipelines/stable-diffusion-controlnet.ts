@@ -167,7 +167,7 @@ export class StableDiffusionControlNetPipeline {
     const latentShape = [batchSize, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
     const ipAdapter = await prepareIPAdapter(this.components, options, { batchSize, doClassifierFreeGuidance: guidanceScale > 1 });
-    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...controlCfgLayout(SD_CFG_LAYOUT, control.guessMode), ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.scale });
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...controlCfgLayout(SD_CFG_LAYOUT, control.guessMode), ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.ipAdapterScale, ipAdapterActive: ipAdapter.ipAdapterActive });
 
     const denoised = await denoise<StableDiffusionControlNetTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
@@ -185,7 +185,7 @@ export class StableDiffusionControlNetPipeline {
           sample: latentModelInput,
           timestep: timestepFeed(timestep, latentModelInput.shape[0]),
           encoder_hidden_states: embeddings,
-          ...ipAdapterFeeds(tensors.ipAdapterImageEmbeds, pipeline.ipAdapterScale, latentModelInput.shape[0]),
+          ...ipAdapterFeeds(tensors.ipAdapterImageEmbeds, pipeline.ipAdapterFeedScale, latentModelInput.shape[0]),
           ...residuals,
         });
         return out_sample;

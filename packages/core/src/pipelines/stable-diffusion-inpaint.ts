@@ -139,7 +139,7 @@ export class StableDiffusionInpaintPipeline {
       inChannels, batchSize, doClassifierFreeGuidance, generator, strength, timestep: timesteps[0], latents: options.latents,
     });
     const ipAdapter = await prepareIPAdapter(this.components, options, { batchSize, doClassifierFreeGuidance: guidanceScale > 1 });
-    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...SD_CFG_LAYOUT, ...INPAINT_CFG_LAYOUT, ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.scale });
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...SD_CFG_LAYOUT, ...INPAINT_CFG_LAYOUT, ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.ipAdapterScale, ipAdapterActive: ipAdapter.ipAdapterActive });
     const inpainting = inpaintingLoop({ inChannels, pipeline, scheduler, timesteps, noise, imageLatents });
     const denoised = await denoise<StableDiffusionInpaintTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,

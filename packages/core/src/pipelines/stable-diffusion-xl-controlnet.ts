@@ -132,7 +132,7 @@ export class StableDiffusionXLControlNetPipeline {
     const latentShape = [images, 4, height / vaeScaleFactor, width / vaeScaleFactor];
     const latents = prepareLatents(latentShape, scheduler.initNoiseSigma, generator, options.latents);
     const ipAdapter = await prepareIPAdapter(this.components, options, { batchSize: images, doClassifierFreeGuidance: guidanceScale > 1 });
-    const pipeline = context({ guidanceScale, timesteps, batchSize: images, cfgLayout: { ...controlCfgLayout(SDXL_CFG_LAYOUT, control.guessMode), ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.scale });
+    const pipeline = context({ guidanceScale, timesteps, batchSize: images, cfgLayout: { ...controlCfgLayout(SDXL_CFG_LAYOUT, control.guessMode), ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.ipAdapterScale, ipAdapterActive: ipAdapter.ipAdapterActive });
 
     const denoised = await denoise<StableDiffusionXLControlNetTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,

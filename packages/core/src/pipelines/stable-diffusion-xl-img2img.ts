@@ -174,7 +174,7 @@ export class StableDiffusionXLImg2ImgPipeline {
     const addTimeIds = stackedTimeIds(timeIds, batchSize, doClassifierFreeGuidance, unetConfig, encoded.pooledPromptEmbeds.shape[1]);
 
     const ipAdapter = await prepareIPAdapter(this.components, options, { batchSize, doClassifierFreeGuidance: guidanceScale > 1 });
-    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...SDXL_IMAGE_CFG_LAYOUT, ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.scale });
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...SDXL_IMAGE_CFG_LAYOUT, ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.ipAdapterScale, ipAdapterActive: ipAdapter.ipAdapterActive });
     const denoised = await denoise<StableDiffusionXLTensorName>({
       scheduler, timesteps, pipeline, callbacks, generator, guidanceRescale, eta: options.eta,
       tensors: { latents, ...conditioningXL(encoded, addTimeIds), ...ipAdapter.tensors },

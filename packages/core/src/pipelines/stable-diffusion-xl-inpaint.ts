@@ -148,7 +148,7 @@ export class StableDiffusionXLInpaintPipeline {
     const addTimeIds = stackedTimeIds(timeIds, batchSize, doClassifierFreeGuidance, unetConfig, encoded.pooledPromptEmbeds.shape[1]);
 
     const ipAdapter = await prepareIPAdapter(this.components, options, { batchSize, doClassifierFreeGuidance: guidanceScale > 1 });
-    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...CFG_LAYOUT, ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.scale });
+    const pipeline = context({ guidanceScale, timesteps, batchSize, cfgLayout: { ...CFG_LAYOUT, ...ipAdapter.cfgLayout }, ipAdapterScale: ipAdapter.ipAdapterScale, ipAdapterActive: ipAdapter.ipAdapterActive });
     const inpainting = inpaintingLoop({ inChannels, pipeline, scheduler, timesteps, noise, imageLatents });
     const predictNoise = predictNoiseXL(unet, pipeline);
     const denoised = await denoise<StableDiffusionXLInpaintTensorName>({

@@ -231,7 +231,7 @@ export function predictNoiseXL(
     }
     const extra = extraFeeds ? await extraFeeds({ latentModelInput, timestep, stepIndex }, tensors) : {};
     // The SDXL exports take the timestep as an int64 scalar; the runner adapts the [B] feed to that.
-    const ipAdapter = ipAdapterFeeds(tensors.ipAdapterImageEmbeds, pipeline.ipAdapterScale, rows);
+    const ipAdapter = ipAdapterFeeds(tensors.ipAdapterImageEmbeds, pipeline.ipAdapterFeedScale, rows);
     const { out_sample } = await unet.run({ sample: latentModelInput, timestep: timestepFeed(timestep, rows), ...conditioning, ...ipAdapter, ...extra });
     return out_sample;
   };

@@ -7,7 +7,7 @@ import { randn, type Generator } from '../random/generator.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import { Tensor } from '../tensor.js';
 import type { CLIPTokenizer } from '../tokenizer/clip-tokenizer.js';
-import type { CallbackPipeline } from '../contract.js';
+import type { GenerationContext } from '../callbacks/context.js';
 import { toChannelsLast, toRgbImages, type RgbImage } from './images.js';
 import { ipAdapterFeeds } from './ip-adapter.js';
 
@@ -249,7 +249,7 @@ export async function predictNoiseWithUnet(
   sample: Tensor<'float32'>,
   timestep: number,
   tensors: { promptEmbeds?: Tensor<'float32'>; ipAdapterImageEmbeds?: Tensor<'float32'> },
-  pipeline: Pick<CallbackPipeline, 'doClassifierFreeGuidance' | 'ipAdapterScale'>,
+  pipeline: Pick<GenerationContext, 'doClassifierFreeGuidance' | 'ipAdapterFeedScale'>,
 ): Promise<Tensor<'float32'>> {
   const { promptEmbeds } = tensors;
   if (!promptEmbeds) throw new InvalidArgumentError('promptEmbeds is missing: a callback must not remove it.');
@@ -258,7 +258,7 @@ export async function predictNoiseWithUnet(
     sample,
     timestep: timestepFeed(timestep, sample.shape[0]),
     encoder_hidden_states: promptEmbeds,
-    ...ipAdapterFeeds(tensors.ipAdapterImageEmbeds, pipeline.ipAdapterScale, sample.shape[0]),
+    ...ipAdapterFeeds(tensors.ipAdapterImageEmbeds, pipeline.ipAdapterFeedScale, sample.shape[0]),
   });
   return out_sample;
 }

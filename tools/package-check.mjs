@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Checks what npm would publish: packs every published workspace package (not "private") and runs publint (strict:
-// warnings fail too) and Are the Types Wrong (`--profile esm-only`: the packages are ESM-only, so CommonJS
-// `require` is not a target) on each tarball. Needs built packages (`npm run build`). Exits 1 on any problem.
+// warnings fail too) and, on packages with a library entry, Are the Types Wrong (`--profile esm-only`: the packages
+// are ESM-only, so CommonJS `require` is not a target) on each tarball. Needs built packages (`npm run build`).
+// Exits 1 on any problem.
 //
 // The pack test (tools/pack-test/run.mjs) runs the same checks on the tarballs it packs.
 import { spawn } from 'node:child_process';
@@ -23,9 +24,18 @@ function run(args) {
   });
 }
 
-/** Every file an exports map (or main/types) points to, wildcard patterns and package.json aside. */
+const binTargets = (manifest) => (typeof manifest.bin === 'string' ? [manifest.bin] : Object.values(manifest.bin ?? {}));
+
+/**
+ * Whether the package has something to import. A bin-only package (the CLI) has no entry and no types: attw would
+ * pass it without looking at anything, so it is not run there; publint checks its bin, and the tarball check that
+ * the bin files are in it.
+ */
+const hasLibraryEntry = (manifest) => manifest.main !== undefined || manifest.types !== undefined || manifest.exports !== undefined;
+
+/** Every file an exports map (or main/types/bin) points to, wildcard patterns and package.json aside. */
 function exportTargets(manifest) {
-  const targets = [manifest.main, manifest.types];
+  const targets = [manifest.main, manifest.types, ...binTargets(manifest)];
   const visit = (value) => {
     if (typeof value === 'string') targets.push(value);
     else if (value && typeof value === 'object') Object.values(value).forEach(visit);
@@ -60,22 +70,23 @@ export async function checkTarballs(packed) {
     if (missing.length > 0) {
       return { name, problems: [`the tarball lacks ${missing.join(', ')}, which package.json points to: build first (npm run build).`] };
     }
+    const library = hasLibraryEntry(manifest);
     const [lint, types] = await Promise.all([
       run([publint, 'run', tarball, '--strict']),
-      run([attw, tarball, '--profile', 'esm-only', '--format', 'ascii', '--no-emoji']),
+      library ? run([attw, tarball, '--profile', 'esm-only', '--format', 'ascii', '--no-emoji']) : undefined,
     ]);
     const problems = [];
     if (lint.status !== 0) problems.push(`publint:\n${lint.output.trim()}`);
-    if (types.status !== 0) problems.push(`attw --profile esm-only:\n${types.output.trim()}`);
-    return { name, problems };
+    if (types && types.status !== 0) problems.push(`attw --profile esm-only:\n${types.output.trim()}`);
+    return { name, problems, checks: library ? 'publint, attw (esm-only)' : 'publint, bin files (no library entry: attw does not apply)' };
   });
   return limited(checks, Math.max(1, Math.floor(availableParallelism() / 2)));
 }
 
 /** Prints the results; returns whether every package passed. */
 export function reportChecks(results) {
-  for (const { name, problems } of results) {
-    console.log(`${problems.length === 0 ? '✓' : '✗'} ${name}${problems.length === 0 ? ': publint, attw (esm-only)' : ''}`);
+  for (const { name, problems, checks } of results) {
+    console.log(`${problems.length === 0 ? '✓' : '✗'} ${name}${problems.length === 0 ? `: ${checks}` : ''}`);
     for (const problem of problems) console.log(problem.replace(/^/gm, '    '));
   }
   return results.every(({ problems }) => problems.length === 0);

@@ -25,4 +25,4 @@ await sharp({ create: { width: chosen.length * (tile + gap) - gap, height: tile,
   .composite(await Promise.all(chosen.map(async (file, index) => ({ input: await enlarge(join(previews, file)), left: index * (tile + gap), top: 0 }))))
   .png()
   .toFile(join('docs', 'preview-strip.png'));
-console.log(`docs/first-picture.png, docs/preview-strip.png (steps ${chosen.map((file) => Number(file.slice(5, 7))).join(', ')})`);
+console.log(`docs/first-picture.png, docs/preview-strip.png (steps ${chosen.map((file) => Number(file.slice("step-".length, -".png".length))).join(', ')})`);

@@ -1,122 +1,136 @@
-import { mkdir } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
-import {
-  AutoPipelineForText2Image,
-  DiffError,
-  Generator,
-  saveImage,
-  schedulerFromConfig,
-  SCHEDULER_CLASS_NAMES,
-  type CallbackOnStepEnd,
-} from '@diff/core';
-import { modelDir as tinyModelDir } from '@diff/model-tiny';
+import { readFileSync } from 'node:fs';
+import { DiffError, SCHEDULER_NAMES } from '@diff/core';
+import { DEFAULT_OUT, DEFAULT_STEPS, IMAGE_EXTENSIONS, UsageError, parseCommandLine, type CallbacksArgs, type HelpTopic } from './args.js';
+import { CliRegistry, formatPlugins, listPlugins } from './callbacks.js';
+import { INTERRUPTED_STATUS, runGenerate } from './generate.js';
 
-export const USAGE = `Usage: diff generate "<prompt>" [options]
-
-Options:
-  --seed N              seed of the noise (torch.Generator("cpu").manual_seed), default 0
-  --steps N             denoising steps, default 25
-  --guidance X          classifier-free guidance scale, default 7.5
-  --negative-prompt T   what to steer away from
-  --width N, --height N picture size (multiples of 8), default: the model's
-  --out FILE            where to write the picture, default out/image.png (png, jpg or webp)
-  --preview-dir DIR     also write the decoded latents after every step: DIR/step-00.png, …
-  --model DIR           a diffusers ONNX pipeline folder, default: the embedded tiny model (@diff/model-tiny)
-  --scheduler NAME      one of ${SCHEDULER_CLASS_NAMES.join(', ')}
-  --cuda                run on the CUDA execution provider (falls back to CPU with a notice)
-  -h, --help            this text`;
-
+/** Where the command line writes, and how it hears Ctrl-C. `console` is enough for a plain run. */
 export interface CliIo {
+  /** A line on stdout: results (`wrote …`, the --json document). */
   log(line: string): void;
+  /** A line on stderr: progress, notices, errors. */
   error(line: string): void;
+  /** Set when stderr is a terminal: the progress bar redraws its line through it. */
+  readonly terminal?: { write(text: string): void; columns(): number | undefined };
+  /**
+   * Subscribes to Ctrl-C; the handler returns false when it has nothing left to do (the caller then quits at once).
+   * Returns the unsubscribe function.
+   */
+  onInterrupt?(handler: () => boolean): () => void;
 }
 
-/** Runs the command line; returns the exit status (0 done, 1 failed, 2 bad usage). */
-export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
-  let parsed;
+export { INTERRUPTED_STATUS };
+
+const GENERATE_USAGE = 'Usage: diff-sd [generate] "<prompt>" [options]';
+const CALLBACKS_USAGE = 'diff-sd callbacks [--plugin PACKAGE]… [--json]';
+
+const GENERATE_DETAILS = `Makes pictures with @diff/core from a diffusers ONNX pipeline folder, by default the embedded tiny model.
+
+Picture
+  --seed N                  seed of the noise, 0 to 2^64 − 1 (torch.Generator("cpu").manual_seed); default 0
+  --steps N                 denoising steps; default ${DEFAULT_STEPS}
+  --guidance X              classifier-free guidance scale (≤ 1: off); default the model's (SD 7.5, SDXL 5)
+  --negative-prompt TEXT    what to steer away from
+  --width N, --height N     picture size in pixels, multiples of 8; default the model's (or the input picture's)
+  --scheduler NAME          ${SCHEDULER_NAMES.join(', ')}; default the model's
+  --num-images N            pictures from one prompt; default 1
+  --out FILE                ${IMAGE_EXTENSIONS.join(', ')}; default ${DEFAULT_OUT}; more pictures go to FILE-1, FILE-2, …
+
+Input pictures (the pipeline follows: text-to-image, image-to-image, inpainting, ControlNet)
+  --init-image FILE         image-to-image: start from this picture
+  --strength X              how far to move away from it, 0 to 1; default the pipeline's (SD 0.8, SDXL 0.3;
+                            inpainting: SD 1, SDXL 0.9999)
+  --mask FILE               inpainting: repaint the white part of --init-image
+  --control-image FILE      the control picture of a model folder with a ControlNet
+  --ip-adapter-image FILE   condition on this picture (a model exported with an IP-Adapter)
+  --ip-adapter-scale X      how strongly; default 1
+
+Callbacks (diff-sd callbacks lists them with their options)
+  --callback NAME[:key=value,…]   run a callback from the registry; repeatable, in order.
+                            Values are read as the option's type; NAME:{"key": …} takes JSON.
+  --plugin PACKAGE          load a callback package (installed here, or a path) and register its plugins; repeatable
+  --preview-dir DIR         write a preview after every step into DIR (the preview plugin, through the VAE;
+                            --callback preview:method=linear,every=5 for cheaper ones)
+
+Model
+  --model DIR               a diffusers ONNX pipeline folder (SD 1.x/2.x, SDXL); default @diff/model-tiny
+  --cuda                    run on CUDA (falls back to the CPU with a notice)
+
+Output
+  --json                    one JSON document on stdout (files, seed, steps, timings, interruptedAtStep, model,
+                            pipeline); everything else goes to stderr
+  --quiet                   no progress and no notices on stderr
+  --verbose                 errors with their stack trace
+  -h, --help                this text; diff-sd callbacks --help
+  --version                 the version
+
+Ctrl-C stops after the current step and saves the picture so far; twice aborts and writes nothing.
+Exit status: 0 done, 1 failed, 2 bad usage (or options the model cannot serve), 130 stopped by Ctrl-C.`;
+
+const CALLBACKS_HELP = `Usage: ${CALLBACKS_USAGE}
+
+Lists the callback plugins --callback can use, with their options, types and defaults: the official ones
+(@diff/callback-cfg-cutoff, -interrupt, -ipadapter, -preview), the callback packages installed where you run it
+(package.json keyword "diff-callback"), and those --plugin loads.
+
+  --plugin PACKAGE   also load this package (installed here, or a path); repeatable
+  --json             the list as JSON: name, description, package and the options' JSON Schema
+  --verbose          errors with their stack trace`;
+
+const HELP: Readonly<Record<HelpTopic, string>> = {
+  main: `${GENERATE_USAGE}\n       ${CALLBACKS_USAGE}   (lists the callback plugins: diff-sd callbacks --help)\n\n${GENERATE_DETAILS}`,
+  generate: `${GENERATE_USAGE}\n\n${GENERATE_DETAILS}`,
+  callbacks: CALLBACKS_HELP,
+};
+
+function version(): string {
+  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
+/**
+ * Runs the command line; resolves to the exit status: 0 done, 1 failed, 2 bad usage, 130 stopped by Ctrl-C.
+ * `cwd` is where relative paths, `--plugin` packages and installed callback packages are looked up.
+ */
+export async function runCli(argv: readonly string[], io: CliIo, options: { cwd?: string } = {}): Promise<number> {
+  const cwd = options.cwd ?? process.cwd();
+  const verbose = argv.includes('--verbose');
   try {
-    parsed = parseArgs({
-      args: [...argv],
-      allowPositionals: true,
-      options: {
-        seed: { type: 'string', default: '0' },
-        steps: { type: 'string', default: '25' },
-        guidance: { type: 'string', default: '7.5' },
-        'negative-prompt': { type: 'string' },
-        width: { type: 'string' },
-        height: { type: 'string' },
-        out: { type: 'string', default: join('out', 'image.png') },
-        'preview-dir': { type: 'string' },
-        model: { type: 'string' },
-        scheduler: { type: 'string' },
-        cuda: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (error) {
-    io.error(`${(error as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    io.log(USAGE);
-    return 0;
-  }
-  const [command, ...promptWords] = positionals;
-  if (command !== 'generate' || promptWords.length === 0) {
-    io.error(command === 'generate' ? `generate needs a prompt.\n\n${USAGE}` : `Unknown command ${command ?? '(none)'}.\n\n${USAGE}`);
-    return 2;
-  }
-  const integer = (name: string, text: string | undefined) => {
-    if (text === undefined) return undefined;
-    if (!/^\d+$/.test(text)) throw new UsageError(`--${name} takes a non-negative integer, got "${text}".`);
-    return name === 'seed' ? BigInt(text) : Number(text);
-  };
-
-  try {
-    const seed = integer('seed', values.seed) as bigint;
-    const guidanceScale = Number(values.guidance);
-    if (!Number.isFinite(guidanceScale)) throw new UsageError(`--guidance takes a number, got "${values.guidance}".`);
-    const modelDir = resolve(values.model ?? tinyModelDir);
-    const pipeline = await AutoPipelineForText2Image.fromPretrained(modelDir, {
-      executionProviders: values.cuda ? ['cuda'] : ['cpu'],
-      onNotice: (message) => io.error(message),
-    });
-    if (values.scheduler) pipeline.scheduler = schedulerFromConfig({ ...pipeline.scheduler.config, _class_name: values.scheduler });
-
-    const previewDir = values['preview-dir'];
-    if (previewDir) await mkdir(previewDir, { recursive: true });
-    const writePreview: CallbackOnStepEnd<'latents'> = async (state, stepIndex, _timestep, kwargs) => {
-      const [preview] = await state.decodeLatents(kwargs.latents.narrow(0, 0, 1));
-      await saveImage(preview, join(previewDir as string, `step-${String(stepIndex).padStart(2, '0')}.png`));
-    };
-
-    const started = performance.now();
-    const { images } = await pipeline.generate({
-      prompt: promptWords.join(' '),
-      negativePrompt: values['negative-prompt'],
-      numInferenceSteps: integer('steps', values.steps) as number,
-      guidanceScale,
-      width: integer('width', values.width) as number | undefined,
-      height: integer('height', values.height) as number | undefined,
-      generator: new Generator().manualSeed(seed),
-      callbackOnStepEnd: previewDir ? writePreview : undefined,
-    });
-    await mkdir(dirname(resolve(values.out)), { recursive: true });
-    await saveImage(images[0], values.out);
-    io.log(`wrote ${values.out} (${images[0].width}×${images[0].height}, ${((performance.now() - started) / 1000).toFixed(2)} s)`);
-    if (previewDir) io.log(`wrote per-step previews to ${previewDir}`);
-    await pipeline.dispose();
-    return 0;
-  } catch (error) {
-    if (error instanceof UsageError) {
-      io.error(`${error.message}\n\n${USAGE}`);
-      return 2;
+    const command = parseCommandLine(argv);
+    switch (command.command) {
+      case 'help':
+        io.log(HELP[command.topic]);
+        return 0;
+      case 'version':
+        io.log(version());
+        return 0;
+      case 'callbacks':
+        return await listCallbacks(command.args, io, cwd);
+      case 'generate':
+        return await runGenerate(command.args, io, cwd);
     }
-    io.error(error instanceof DiffError ? `${error.name}: ${error.message}` : String((error as Error).stack ?? error));
-    return 1;
+  } catch (error) {
+    return reportError(error, io, verbose);
   }
 }
 
-class UsageError extends Error {}
+async function listCallbacks(args: CallbacksArgs, io: CliIo, cwd: string): Promise<number> {
+  const registry = new CliRegistry();
+  await registry.discover(cwd);
+  for (const plugin of args.plugins) await registry.loadPlugin(plugin, cwd);
+  const plugins = listPlugins(registry);
+  io.log(args.json ? JSON.stringify(plugins) : formatPlugins(plugins));
+  for (const shadowed of registry.shadowed) io.error(`diff-sd: not listed: ${shadowed}.`);
+  return 0;
+}
+
+/** One line `diff-sd: message` (with the stack and causes under --verbose); the exit status for the error. */
+function reportError(error: unknown, io: CliIo, verbose: boolean): number {
+  const aborted = error instanceof DiffError && error.code === 'ABORTED';
+  const usage = error instanceof UsageError || (error instanceof DiffError && error.code === 'INVALID_ARGUMENT');
+  const message = aborted ? 'aborted: no picture written.' : error instanceof Error ? error.message : String(error);
+  io.error(`diff-sd: ${message}`);
+  if (verbose) {
+    for (let cause: unknown = error; cause instanceof Error; cause = cause.cause) io.error(cause.stack ?? String(cause));
+  }
+  return aborted ? INTERRUPTED_STATUS : usage ? 2 : 1;
+}

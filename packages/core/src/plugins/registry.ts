@@ -29,7 +29,8 @@ export function isCallbackPluginDescriptor(value: unknown): value is AnyDescript
 
 function describeIssue(issue: StandardSchemaV1.Issue): string {
   const path = (issue.path ?? []).map((segment) => String(typeof segment === 'object' ? segment.key : segment)).join('.');
-  return path ? `${path}: ${issue.message}` : issue.message;
+  const message = issue.message.replace(/\.$/, ''); // the sentence around it ends with its own full stop
+  return path ? `${path}: ${message}` : message;
 }
 
 /**

@@ -352,7 +352,7 @@ describe('the cut-off classes', () => {
     const calls: number[] = [];
     const pipeline = { numTimesteps: 10, disableGuidance: (kwargs: object) => (calls.push(1), kwargs) } as unknown as CallbackPipeline;
     const callback = new CFGCutoffCallback({ cutoffStepRatio: 0.4 });
-    for (let step = 0; step < 10; step++) callback.onStepEnd(pipeline, step, 0, {} as CallbackKwargs<never>);
+    for (let step = 0; step < 10; step++) void callback.onStepEnd(pipeline, step, 0, {} as CallbackKwargs<never>);
     expect(calls).toEqual([1]);
   });
 });
@@ -386,7 +386,7 @@ describe('registry descriptors', () => {
   it('reject what the constructors reject, and unknown options', () => {
     const invalid: Array<[string, unknown, RegExp]> = [
       ['cfg-cutoff', { cutoffStepRatio: 0.4, cutoffStepIndex: 3 }, /not both or none/],
-      ['cfg-cutoff', { cutoffStepRatio: 'half' }, /cutoffStepRatio: Invalid input: expected number/],
+      ['cfg-cutoff', { cutoffStepRatio: 'half' }, /cutoffStepRatio must be a number between 0.0 and 1.0, got half/],
       ['cfg-cutoff', { cutoffStepIndex: 1.5 }, /cutoffStepIndex/],
       ['cfg-cutoff', { cutoffStepRaito: 0.4 }, /cutoffStepRaito/],
       ['guidance-interval', { start: 0.6, end: 0.4 }, /0 ≤ start < end ≤ 1/],

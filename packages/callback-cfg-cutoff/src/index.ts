@@ -1,4 +1,4 @@
-import { InvalidArgumentError, PipelineCallback, type PipelineCallbackOptions } from '@diff/core/plugin';
+import { InvalidArgumentError, PipelineCallback, pipelineCallbackOptions, type PipelineCallbackOptions } from '@diff/core/plugin';
 import type { CallbackKwargs, CallbackPipeline, CallbackPlugin, CallbackPluginDescriptor, JsonSchema } from '@diff/core/contract';
 import { z } from 'zod';
 
@@ -104,32 +104,18 @@ function jsonSchemaOf(schema: z.ZodType): JsonSchema {
   return z.toJSONSchema(schema, { io: 'input' }) as JsonSchema;
 }
 
-const cfgCutoffOptions = z
-  .strictObject({
-    cutoffStepRatio: z
-      .number()
-      .min(0)
-      .max(1)
-      .nullable()
-      .optional()
-      .describe('Fraction of the steps after which guidance is off: the cut-off step is floor(numTimesteps · ratio). Default 1.0 (no cut-off) unless cutoffStepIndex is given.'),
-    cutoffStepIndex: z
-      .number()
-      .int()
-      .min(0)
-      .nullable()
-      .optional()
-      .describe('The step index after which guidance is off; giving it alone disables the ratio. Not together with cutoffStepRatio.'),
-  })
-  .superRefine(constructorRule((options: PipelineCallbackOptions) => new CFGCutoffCallback(options)));
+// The options and rules of diffusers' PipelineCallback, as core describes them for every plugin built on it.
+const cfgCutoffOptions = pipelineCallbackOptions({
+  cutoffStepRatio: 'Fraction of the steps after which guidance is off: the cut-off step is floor(numTimesteps · ratio). Default 1.0 (no cut-off) unless cutoffStepIndex is given.',
+  cutoffStepIndex: 'The step index after which guidance is off; giving it alone disables the ratio. Not together with cutoffStepRatio.',
+});
 
 /** `cfg-cutoff`: diffusers' CFG cut-off for every SD and SDXL pipeline. */
-export const plugin: CallbackPluginDescriptor<z.output<typeof cfgCutoffOptions>, undefined, z.input<typeof cfgCutoffOptions>> = {
+export const plugin: CallbackPluginDescriptor<PipelineCallbackOptions, undefined, PipelineCallbackOptions> = {
   specificationVersion: 'v1',
   name: 'cfg-cutoff',
   description: 'Turns classifier-free guidance off after a fraction of the steps (diffusers’ CFG cut-off); the remaining steps run one model batch instead of two.',
-  options: cfgCutoffOptions,
-  optionsJsonSchema: jsonSchemaOf(cfgCutoffOptions),
+  ...cfgCutoffOptions,
   create: (options) => new CFGCutoffCallback(options),
 };
 

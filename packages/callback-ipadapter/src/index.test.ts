@@ -36,7 +36,7 @@ function contextAtFullScale(numTimesteps: number): CallbackPipeline {
 function scalesOverRun(callback: CallbackPlugin<never>, numTimesteps: number, hook: 'onStepBegin' | 'onStepEnd'): number[] {
   const context = contextAtFullScale(numTimesteps);
   return context.timesteps.map((timestep, step) => {
-    callback[hook]?.(context, step, timestep, NO_KWARGS);
+    void callback[hook]?.(context, step, timestep, NO_KWARGS);
     return context.ipAdapterScale;
   });
 }
@@ -173,8 +173,8 @@ describe('the registry descriptors', () => {
 
   it.each<[string, 'ipadapter' | 'ipadapter-schedule', unknown, RegExp]>([
     ['a cut-off ratio and index', 'ipadapter', { cutoffStepRatio: 0.4, cutoffStepIndex: 2 }, /Invalid options for callback plugin "ipadapter": Either cutoffStepRatio or cutoffStepIndex/],
-    ['a cut-off ratio out of range', 'ipadapter', { cutoffStepRatio: 2 }, /cutoffStepRatio: /],
-    ['an unknown cut-off option', 'ipadapter', { scale: 0 }, /Unrecognized key: "scale"/],
+    ['a cut-off ratio out of range', 'ipadapter', { cutoffStepRatio: 2 }, /cutoffStepRatio must be a number between 0.0 and 1.0, got 2/],
+    ['an unknown cut-off option', 'ipadapter', { scale: 0 }, /scale: Unknown option scale; allowed: cutoffStepRatio, cutoffStepIndex/],
     ['an unknown schedule', 'ipadapter-schedule', { schedule: 'exp' }, /Invalid options for callback plugin "ipadapter-schedule": schedule: /],
     ['start after end', 'ipadapter-schedule', { schedule: 'linear', start: 0.8, end: 0.2 }, /0 ≤ start < end ≤ 1/],
     ['an infinite from', 'ipadapter-schedule', { schedule: 'linear', from: Infinity }, /from: /],

@@ -1,5 +1,5 @@
 import type { CallbackKwargs, CallbackPipeline, CallbackPlugin, CallbackPluginDescriptor, JsonSchema } from '@diff/core/contract';
-import { InvalidArgumentError, PipelineCallback, type PipelineCallbackOptions } from '@diff/core/plugin';
+import { InvalidArgumentError, PipelineCallback, pipelineCallbackOptions, type PipelineCallbackOptions } from '@diff/core/plugin';
 import { z } from 'zod';
 
 export type { PipelineCallbackOptions } from '@diff/core/plugin';
@@ -173,32 +173,18 @@ function jsonSchemaOf(schema: z.ZodType): JsonSchema {
   return z.toJSONSchema(schema, { io: 'input' }) as JsonSchema;
 }
 
-const cutoffOptions = z
-  .strictObject({
-    cutoffStepRatio: z
-      .number()
-      .min(0)
-      .max(1)
-      .nullable()
-      .optional()
-      .describe('Fraction of the steps after which the IP-Adapter is off: the cut-off step is floor(numTimesteps · ratio). Default 1.0 (no cut-off) unless cutoffStepIndex is given.'),
-    cutoffStepIndex: z
-      .number()
-      .int()
-      .min(0)
-      .nullable()
-      .optional()
-      .describe('The step index after which the IP-Adapter is off; giving it alone disables the ratio. Not together with cutoffStepRatio.'),
-  })
-  .superRefine(constructorRule((options: PipelineCallbackOptions) => new IPAdapterScaleCutoffCallback(options)));
+// The options and rules of diffusers' PipelineCallback, as core describes them for every plugin built on it.
+const cutoffOptions = pipelineCallbackOptions({
+  cutoffStepRatio: 'Fraction of the steps after which the IP-Adapter is off: the cut-off step is floor(numTimesteps · ratio). Default 1.0 (no cut-off) unless cutoffStepIndex is given.',
+  cutoffStepIndex: 'The step index after which the IP-Adapter is off; giving it alone disables the ratio. Not together with cutoffStepRatio.',
+});
 
 /** `ipadapter`: diffusers' IP-Adapter scale cut-off, for every pipeline of a model with an adapter. */
-export const plugin: CallbackPluginDescriptor<z.output<typeof cutoffOptions>, undefined, z.input<typeof cutoffOptions>> = {
+export const plugin: CallbackPluginDescriptor<PipelineCallbackOptions, undefined, PipelineCallbackOptions> = {
   specificationVersion: 'v1',
   name: 'ipadapter',
   description: 'Turns the IP-Adapter off (scale 0) after a fraction of the steps (diffusers’ IPAdapterScaleCutoffCallback), for this generation only.',
-  options: cutoffOptions,
-  optionsJsonSchema: jsonSchemaOf(cutoffOptions),
+  ...cutoffOptions,
   create: (options) => new IPAdapterScaleCutoffCallback(options),
 };
 

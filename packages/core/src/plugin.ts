@@ -2,7 +2,7 @@
  * `@diff/core/plugin`: the runtime values callback packages need, and nothing else — no ONNX Runtime, no sharp —
  * so that a callback package stays cheap to import (in a job queue's API process, a web server, a test).
  */
-export { PipelineCallback, MultiPipelineCallbacks, type PipelineCallbackOptions } from './callbacks/pipeline-callback.js';
+export { PipelineCallback, MultiPipelineCallbacks, pipelineCallbackOptions, type PipelineCallbackOptions } from './callbacks/pipeline-callback.js';
 export { Tensor, type FloatDType, type FloatData } from './tensor.js';
 export * from './errors.js';
 export {

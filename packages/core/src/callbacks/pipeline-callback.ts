@@ -5,6 +5,8 @@ import type {
   CallbackPlugin,
   CallbackResult,
   CallbackTensorName,
+  JsonSchema,
+  StandardSchemaV1,
 } from '../contract.js';
 import { InvalidArgumentError } from '../errors.js';
 
@@ -14,6 +16,58 @@ export interface PipelineCallbackOptions {
   cutoffStepRatio?: number | null;
   /** The step index at which the callback acts; giving it alone disables the ratio. */
   cutoffStepIndex?: number | null;
+}
+
+/** diffusers' `PipelineCallback` checks: exactly one of ratio and index, each in range. */
+function resolveCutoffOptions(options: PipelineCallbackOptions): { cutoffStepRatio: number | null; cutoffStepIndex: number | null } {
+  // diffusers defaults the ratio to 1.0; naming only an index means "use the index", as the seed guide writes
+  // `cutoff_step_ratio=None, cutoff_step_index=10` explicitly.
+  const cutoffStepIndex = options.cutoffStepIndex ?? null;
+  const cutoffStepRatio = options.cutoffStepRatio === undefined ? (cutoffStepIndex === null ? 1.0 : null) : options.cutoffStepRatio;
+  if ((cutoffStepRatio === null) === (cutoffStepIndex === null)) {
+    throw new InvalidArgumentError('Either cutoffStepRatio or cutoffStepIndex should be provided, not both or none.');
+  }
+  if (cutoffStepRatio !== null && (typeof cutoffStepRatio !== 'number' || !(cutoffStepRatio >= 0 && cutoffStepRatio <= 1))) {
+    throw new InvalidArgumentError(`cutoffStepRatio must be a number between 0.0 and 1.0, got ${String(cutoffStepRatio)}.`);
+  }
+  if (cutoffStepIndex !== null && !(Number.isInteger(cutoffStepIndex) && cutoffStepIndex >= 0)) {
+    throw new InvalidArgumentError(`cutoffStepIndex must be a non-negative integer, got ${String(cutoffStepIndex)}.`);
+  }
+  return { cutoffStepRatio, cutoffStepIndex };
+}
+
+/**
+ * The registry's view of `PipelineCallback`'s options, for plugins built on it: a Standard Schema that applies the
+ * constructor's rules (so the registry rejects exactly what `new` rejects, with the same message) and the JSON
+ * Schema, with each option described as the plugin words it.
+ */
+export function pipelineCallbackOptions(descriptions: { cutoffStepRatio: string; cutoffStepIndex: string }): {
+  options: StandardSchemaV1<PipelineCallbackOptions, PipelineCallbackOptions>;
+  optionsJsonSchema: JsonSchema;
+} {
+  const validate = (value: unknown): StandardSchemaV1.Result<PipelineCallbackOptions> => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return { issues: [{ message: 'Expected an object of options' }] };
+    const unknown = Object.keys(value).filter((key) => key !== 'cutoffStepRatio' && key !== 'cutoffStepIndex');
+    if (unknown.length > 0) return { issues: [{ message: `Unknown option ${unknown.join(', ')}; allowed: cutoffStepRatio, cutoffStepIndex`, path: [unknown[0]] }] };
+    try {
+      resolveCutoffOptions(value as PipelineCallbackOptions);
+    } catch (error) {
+      if (!(error instanceof InvalidArgumentError)) throw error;
+      return { issues: [{ message: error.message }] };
+    }
+    return { value: value as PipelineCallbackOptions };
+  };
+  return {
+    options: { '~standard': { version: 1, vendor: '@diff/core', validate } },
+    optionsJsonSchema: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        cutoffStepRatio: { anyOf: [{ type: 'number', minimum: 0, maximum: 1 }, { type: 'null' }], description: descriptions.cutoffStepRatio },
+        cutoffStepIndex: { anyOf: [{ type: 'integer', minimum: 0 }, { type: 'null' }], description: descriptions.cutoffStepIndex },
+      },
+    },
+  };
 }
 
 /**
@@ -28,20 +82,7 @@ export abstract class PipelineCallback<Name extends string = CallbackTensorName>
   readonly config: { readonly cutoffStepRatio: number | null; readonly cutoffStepIndex: number | null };
 
   constructor(options: PipelineCallbackOptions = {}) {
-    // diffusers defaults the ratio to 1.0; naming only an index means "use the index", as the seed guide writes
-    // `cutoff_step_ratio=None, cutoff_step_index=10` explicitly.
-    const cutoffStepIndex = options.cutoffStepIndex ?? null;
-    const cutoffStepRatio = options.cutoffStepRatio === undefined ? (cutoffStepIndex === null ? 1.0 : null) : options.cutoffStepRatio;
-    if ((cutoffStepRatio === null) === (cutoffStepIndex === null)) {
-      throw new InvalidArgumentError('Either cutoffStepRatio or cutoffStepIndex should be provided, not both or none.');
-    }
-    if (cutoffStepRatio !== null && (typeof cutoffStepRatio !== 'number' || !(cutoffStepRatio >= 0 && cutoffStepRatio <= 1))) {
-      throw new InvalidArgumentError(`cutoffStepRatio must be a number between 0.0 and 1.0, got ${String(cutoffStepRatio)}.`);
-    }
-    if (cutoffStepIndex !== null && !(Number.isInteger(cutoffStepIndex) && cutoffStepIndex >= 0)) {
-      throw new InvalidArgumentError(`cutoffStepIndex must be a non-negative integer, got ${String(cutoffStepIndex)}.`);
-    }
-    this.config = Object.freeze({ cutoffStepRatio, cutoffStepIndex });
+    this.config = Object.freeze(resolveCutoffOptions(options));
   }
 
   get name(): string {

@@ -1,9 +1,15 @@
 import { SCHEDULER_NAMES } from '@diff/core';
-import { parseCommandLine, UsageError, type GenerateArgs } from './args.js';
+import { parseCommandLine, UsageError, type GenerateArgs, type WorkerArgs } from './args.js';
 
 function generate(...argv: string[]): GenerateArgs {
   const command = parseCommandLine(argv);
   if (command.command !== 'generate') throw new Error(`expected generate, got ${command.command}`);
+  return command.args;
+}
+
+function worker(...argv: string[]): WorkerArgs {
+  const command = parseCommandLine(['worker', ...argv]);
+  if (command.command !== 'worker') throw new Error(`expected worker, got ${command.command}`);
   return command.args;
 }
 
@@ -93,14 +99,40 @@ describe('parseCommandLine', () => {
     expect(parseCommandLine(['--help'])).toEqual({ command: 'help', topic: 'main' });
     expect(parseCommandLine(['generate', '-h'])).toEqual({ command: 'help', topic: 'generate' });
     expect(parseCommandLine(['callbacks', '--help'])).toEqual({ command: 'help', topic: 'callbacks' });
+    expect(parseCommandLine(['worker', '--help'])).toEqual({ command: 'help', topic: 'worker' });
+    expect(parseCommandLine(['worker', '--redis', '-h'])).toEqual({ command: 'help', topic: 'worker' });
     expect(parseCommandLine(['--colour', '--help'])).toEqual({ command: 'help', topic: 'main' });
     expect(parseCommandLine(['--version'])).toEqual({ command: 'version' });
+  });
+
+  it('reads the options of worker, with their defaults', () => {
+    expect(worker('--redis', 'redis://127.0.0.1:6379')).toEqual({
+      redis: 'redis://127.0.0.1:6379',
+      models: {},
+      concurrency: 1,
+      cuda: false,
+      queue: undefined,
+      quiet: false,
+      verbose: false,
+    });
+    const args = worker('--redis', 'rediss://:secret@queue.internal:6380/2', '--model', 'sd15=/models/sd15', '--model', 'xl=models/sdxl=v1',
+      '--concurrency', '2', '--cuda', '--queue', 'sdxl', '--quiet', '--verbose');
+    expect(args).toEqual({
+      redis: 'rediss://:secret@queue.internal:6380/2',
+      models: { sd15: '/models/sd15', xl: 'models/sdxl=v1' },
+      concurrency: 2,
+      cuda: true,
+      queue: 'sdxl',
+      quiet: true,
+      verbose: true,
+    });
+    expect(Object.keys(args.models)).toEqual(['sd15', 'xl']); // the first serves requests without a model
   });
 
   it.each([
     [[], /^give a prompt: diff-sd "<prompt>"/],
     [['generate'], /^generate needs a prompt/],
-    [['paint', 'a', 'cat'], /^unknown command "paint"; the commands are generate and callbacks\. A prompt of several words goes in quotes: diff-sd "paint a cat"/],
+    [['paint', 'a', 'cat'], /^unknown command "paint"; the commands are generate, callbacks and worker\. A prompt of several words goes in quotes: diff-sd "paint a cat"/],
     [['x', '--colour'], /^unknown option --colour \(diff-sd --help/],
     [['x', '--sed', '3'], /^unknown option --sed; did you mean --seed\?/],
     [['x', '--seed'], /^--seed needs a value\.$/],
@@ -128,6 +160,19 @@ describe('parseCommandLine', () => {
     [['x', '--ip-adapter-scale', '0.5'], /^--ip-adapter-scale needs --ip-adapter-image FILE/],
     [['callbacks', '--seed', '3'], /^--seed does not apply to diff-sd callbacks, which takes --plugin, --json, --verbose/],
     [['callbacks', 'extra'], /^diff-sd callbacks takes no arguments, got "extra"/],
+    [['x', '--redis', 'redis://h'], /^--redis is an option of diff-sd worker, not of generate \(diff-sd worker --help/],
+    [['worker'], /^worker needs the queue's Redis: give --redis URL, e\.g\. --redis redis:\/\/127\.0\.0\.1:6379\.$/],
+    [['worker', '--redis', '127.0.0.1:6379'], /^--redis takes a redis:\/\/ or rediss:\/\/ URL, e\.g\. redis:\/\/127\.0\.0\.1:6379, got "127\.0\.0\.1:6379"/],
+    [['worker', '--redis', 'http://h'], /^--redis takes a redis:\/\/ or rediss:\/\/ URL/],
+    [['worker', '--redis', 'redis://h', '--redis', 'redis://g'], /^--redis was given 2 times/],
+    [['worker', '--redis', 'redis://h', '--model', 'models/sd15'], /^--model takes NAME=DIR for diff-sd worker .*, got "models\/sd15"/],
+    [['worker', '--redis', 'redis://h', '--model', 'sd='], /^--model takes NAME=DIR/],
+    [['worker', '--redis', 'redis://h', '--model', 'my model=m'], /^--model my model=m: the name "my model" must start with a letter or digit/],
+    [['worker', '--redis', 'redis://h', '--model', 'a=m', '--model', 'a=n'], /^--model a=n: the name "a" was given twice/],
+    [['worker', '--redis', 'redis://h', '--concurrency', '0'], /^--concurrency takes an integer ≥ 1, got "0"/],
+    [['worker', '--redis', 'redis://h', '--queue', ''], /^--queue takes the name of a queue, got ""/],
+    [['worker', '--redis', 'redis://h', '--steps', '3'], /^--steps does not apply to diff-sd worker, which takes --redis, --model, --concurrency, --cuda, --queue, --quiet, --verbose\.$/],
+    [['worker', 'now', '--redis', 'redis://h'], /^diff-sd worker takes no arguments, got "now"/],
   ])('rejects %j', (argv, message) => {
     expect(usageError(argv)).toMatch(message);
   });

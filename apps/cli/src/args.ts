@@ -44,15 +44,30 @@ export interface CallbacksArgs {
   readonly verbose: boolean;
 }
 
-export type HelpTopic = 'main' | 'generate' | 'callbacks';
+/** The options of `diff-sd worker`, checked and typed. */
+export interface WorkerArgs {
+  /** A `redis://` or `rediss://` URL. */
+  readonly redis: string;
+  /** Model name → folder as given (relative to where the command runs), in the order given; empty: the embedded tiny model. */
+  readonly models: Readonly<Record<string, string>>;
+  readonly concurrency: number;
+  readonly cuda: boolean;
+  /** The queue's name; absent: `@diff/queue`'s default. */
+  readonly queue?: string;
+  readonly quiet: boolean;
+  readonly verbose: boolean;
+}
+
+export type HelpTopic = 'main' | 'generate' | 'callbacks' | 'worker';
 
 export type Command =
   | { readonly command: 'generate'; readonly args: GenerateArgs }
   | { readonly command: 'callbacks'; readonly args: CallbacksArgs }
+  | { readonly command: 'worker'; readonly args: WorkerArgs }
   | { readonly command: 'help'; readonly topic: HelpTopic }
   | { readonly command: 'version' };
 
-export const COMMANDS = ['generate', 'callbacks'] as const;
+export const COMMANDS = ['generate', 'callbacks', 'worker'] as const;
 export const DEFAULT_STEPS = 25;
 export const DEFAULT_OUT = 'out/image.png';
 export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp'] as const;
@@ -89,7 +104,10 @@ const GENERATE_OPTIONS = {
   verbose: flag,
 } as const;
 const CALLBACKS_OPTIONS = ['plugin', 'json', 'verbose'] as const;
-const ALL_OPTIONS = { ...GENERATE_OPTIONS, help: { type: 'boolean', short: 'h' }, version: flag } as const;
+const WORKER_OPTIONS = { redis: single, model: repeatable, concurrency: single, cuda: flag, queue: single, quiet: flag, verbose: flag } as const;
+const ALL_OPTIONS = { ...GENERATE_OPTIONS, ...WORKER_OPTIONS, help: { type: 'boolean', short: 'h' }, version: flag } as const;
+/** A model's name on the queue, as requests give it. */
+const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof ALL_OPTIONS; allowPositionals: true }>>['values'];
 
@@ -100,7 +118,7 @@ export function parseCommandLine(argv: readonly string[]): Command {
     parsed = parseArgs({ args: [...argv], options: ALL_OPTIONS, allowPositionals: true, strict: true });
   } catch (error) {
     const help = argv.find((arg) => arg === '--help' || arg === '-h');
-    if (help) return { command: 'help', topic: argv.includes('callbacks') ? 'callbacks' : argv.includes('generate') ? 'generate' : 'main' };
+    if (help) return { command: 'help', topic: COMMANDS.find((command) => argv.includes(command)) ?? 'main' };
     throw new UsageError(describeParseError(error as Error & { code?: string }));
   }
   const { values, positionals } = parsed;
@@ -109,12 +127,14 @@ export function parseCommandLine(argv: readonly string[]): Command {
   if (values.help) return { command: 'help', topic: command ?? 'main' };
   if (values.version) return { command: 'version' };
 
-  if (command === 'callbacks') {
-    const misplaced = Object.keys(values).filter((name) => !(CALLBACKS_OPTIONS as readonly string[]).includes(name));
-    if (misplaced.length > 0) throw new UsageError(`--${misplaced[0]} does not apply to diff-sd callbacks, which takes ${CALLBACKS_OPTIONS.map((name) => `--${name}`).join(', ')}.`);
-    if (rest.length > 0) throw new UsageError(`diff-sd callbacks takes no arguments, got "${rest.join(' ')}".`);
-    return { command: 'callbacks', args: { plugins: values.plugin ?? [], json: values.json ?? false, verbose: values.verbose ?? false } };
+  if (command === 'callbacks' || command === 'worker') {
+    const allowed = command === 'callbacks' ? CALLBACKS_OPTIONS : Object.keys(WORKER_OPTIONS);
+    checkOptionsApply(command, values, allowed);
+    if (rest.length > 0) throw new UsageError(`diff-sd ${command} takes no arguments, got "${rest.join(' ')}".`);
+    if (command === 'worker') return { command, args: workerArgs(values) };
+    return { command, args: { plugins: values.plugin ?? [], json: values.json ?? false, verbose: values.verbose ?? false } };
   }
+  checkOptionsApply('generate', values, Object.keys(GENERATE_OPTIONS));
   let prompt: string;
   if (command === 'generate') {
     if (rest.length === 0) throw new UsageError('generate needs a prompt: diff-sd generate "<prompt>" [options].');
@@ -124,46 +144,89 @@ export function parseCommandLine(argv: readonly string[]): Command {
   } else if (positionals.length === 0) {
     throw new UsageError('give a prompt: diff-sd "<prompt>" [options] (diff-sd --help lists the options and commands).');
   } else {
-    throw new UsageError(`unknown command "${first}"; the commands are ${COMMANDS.join(' and ')}. A prompt of several words goes in quotes: diff-sd "${positionals.join(' ')}".`);
+    throw new UsageError(`unknown command "${first}"; the commands are ${COMMANDS.slice(0, -1).join(', ')} and ${COMMANDS.at(-1)}. A prompt of several words goes in quotes: diff-sd "${positionals.join(' ')}".`);
   }
   return { command: 'generate', args: generateArgs(prompt, values) };
 }
 
-function generateArgs(prompt: string, values: Values): GenerateArgs {
-  const one = (name: keyof typeof GENERATE_OPTIONS & keyof Values): string | undefined => {
-    const given = values[name] as string[] | undefined;
-    if (given && given.length > 1) throw new UsageError(`--${name} was given ${given.length} times (${given.map((value) => JSON.stringify(value)).join(', ')}); give it once.`);
-    return given?.[0];
+/** An option of another command is an error, not silently ignored. */
+function checkOptionsApply(command: string, values: Values, allowed: readonly string[]): void {
+  const misplaced = Object.keys(values).find((name) => !allowed.includes(name));
+  if (misplaced === undefined) return;
+  // The options generate lacks are the worker's; the other commands take few enough to list.
+  if (command === 'generate') throw new UsageError(`--${misplaced} is an option of diff-sd worker, not of generate (diff-sd worker --help lists its options).`);
+  throw new UsageError(`--${misplaced} does not apply to diff-sd ${command}, which takes ${allowed.map((name) => `--${name}`).join(', ')}.`);
+}
+
+/** The value of a single-valued option; given twice is an error. */
+function one(values: Values, name: keyof Values): string | undefined {
+  const given = values[name] as string[] | undefined;
+  if (given && given.length > 1) throw new UsageError(`--${name} was given ${given.length} times (${given.map((value) => JSON.stringify(value)).join(', ')}); give it once.`);
+  return given?.[0];
+}
+
+function workerArgs(values: Values): WorkerArgs {
+  const redis = one(values, 'redis');
+  if (redis === undefined) throw new UsageError('worker needs the queue\'s Redis: give --redis URL, e.g. --redis redis://127.0.0.1:6379.');
+  if (!/^rediss?:\/\/[^/]/.test(redis) || !URL.canParse(redis)) throw new UsageError(`--redis takes a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379, got "${redis}".`);
+  const queue = one(values, 'queue');
+  if (queue === '') throw new UsageError('--queue takes the name of a queue, got "".');
+  return {
+    redis,
+    models: workerModels(values.model ?? []),
+    concurrency: positiveInteger('concurrency', one(values, 'concurrency')) ?? 1,
+    cuda: values.cuda ?? false,
+    queue,
+    quiet: values.quiet ?? false,
+    verbose: values.verbose ?? false,
   };
-  const seedText = one('seed');
-  const scheduler = one('scheduler');
+}
+
+/** `--model NAME=DIR` specs → { name: folder }, each name once. */
+function workerModels(specs: readonly string[]): Record<string, string> {
+  const models: Record<string, string> = {};
+  for (const spec of specs) {
+    const equals = spec.indexOf('=');
+    const [name, dir] = [spec.slice(0, equals), spec.slice(equals + 1)];
+    if (equals < 0 || dir === '') throw new UsageError(`--model takes NAME=DIR for diff-sd worker (the name requests give, a diffusers ONNX folder), got "${spec}".`);
+    if (!MODEL_NAME.test(name)) throw new UsageError(`--model ${spec}: the name "${name}" must start with a letter or digit, then letters, digits, ".", "_" or "-".`);
+    if (Object.hasOwn(models, name)) throw new UsageError(`--model ${spec}: the name "${name}" was given twice; give each model once.`);
+    models[name] = dir;
+  }
+  return models;
+}
+
+function generateArgs(prompt: string, values: Values): GenerateArgs {
+  const option = (name: keyof typeof GENERATE_OPTIONS & keyof Values) => one(values, name);
+  const seedText = option('seed');
+  const scheduler = option('scheduler');
   if (scheduler !== undefined && !(SCHEDULER_NAMES as readonly string[]).includes(scheduler)) {
     throw new UsageError(`--scheduler takes one of ${SCHEDULER_NAMES.join(', ')}, got "${scheduler}".`);
   }
-  const out = one('out') ?? DEFAULT_OUT;
+  const out = option('out') ?? DEFAULT_OUT;
   if (!(IMAGE_EXTENSIONS as readonly string[]).includes(extname(out).toLowerCase())) {
     throw new UsageError(`--out names a picture file ending in ${IMAGE_EXTENSIONS.join(', ')}, got "${out}".`);
   }
   const args: GenerateArgs = {
     prompt,
-    negativePrompt: one('negative-prompt'),
+    negativePrompt: option('negative-prompt'),
     seed: seedText === undefined ? 0n : parseSeed(seedText),
-    steps: positiveInteger('steps', one('steps')) ?? DEFAULT_STEPS,
-    guidance: number('guidance', one('guidance'), { min: 0 }),
-    width: positiveInteger('width', one('width')),
-    height: positiveInteger('height', one('height')),
+    steps: positiveInteger('steps', option('steps')) ?? DEFAULT_STEPS,
+    guidance: number('guidance', option('guidance'), { min: 0 }),
+    width: positiveInteger('width', option('width')),
+    height: positiveInteger('height', option('height')),
     scheduler: scheduler as SchedulerName | undefined,
-    numImages: positiveInteger('num-images', one('num-images')) ?? 1,
+    numImages: positiveInteger('num-images', option('num-images')) ?? 1,
     out,
-    previewDir: one('preview-dir'),
-    model: one('model'),
+    previewDir: option('preview-dir'),
+    model: option('model'),
     cuda: values.cuda ?? false,
-    initImage: one('init-image'),
-    strength: number('strength', one('strength'), { min: 0, max: 1 }),
-    mask: one('mask'),
-    controlImage: one('control-image'),
-    ipAdapterImage: one('ip-adapter-image'),
-    ipAdapterScale: number('ip-adapter-scale', one('ip-adapter-scale'), {}),
+    initImage: option('init-image'),
+    strength: number('strength', option('strength'), { min: 0, max: 1 }),
+    mask: option('mask'),
+    controlImage: option('control-image'),
+    ipAdapterImage: option('ip-adapter-image'),
+    ipAdapterScale: number('ip-adapter-scale', option('ip-adapter-scale'), {}),
     callbacks: values.callback ?? [],
     plugins: values.plugin ?? [],
     json: values.json ?? false,

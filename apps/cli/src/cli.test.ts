@@ -67,7 +67,7 @@ describe('diff-sd', () => {
   });
 
   it.each([
-    [['cfg-cutoff:cutoffStepRatio=2'], /^diff-sd: --callback cfg-cutoff:cutoffStepRatio=2: Invalid options for callback plugin "cfg-cutoff": cutoffStepRatio: .*<=1/],
+    [['cfg-cutoff:cutoffStepRatio=2'], /^diff-sd: --callback cfg-cutoff:cutoffStepRatio=2: Invalid options for callback plugin "cfg-cutoff": cutoffStepRatio must be a number between 0\.0 and 1\.0, got 2\./],
     [['cfg-cutoff:cutoffStepRatio=0.5,cutoffStepIndex=3'], /^diff-sd: --callback cfg-cutoff:cutoffStepRatio=0\.5,cutoffStepIndex=3: Invalid options for callback plugin "cfg-cutoff": .*cutoffStepIndex/],
     [['ipadapter-schedule:from=1'], /^diff-sd: --callback ipadapter-schedule:from=1: .*schedule/],
     [['preview:every=2'], /^diff-sd: --callback preview:every=2: the preview plugin writes its pictures into --preview-dir; give --preview-dir DIR\.$/],

@@ -3,6 +3,7 @@ import { DiffError, SCHEDULER_NAMES } from '@diff/core';
 import { DEFAULT_OUT, DEFAULT_STEPS, IMAGE_EXTENSIONS, UsageError, parseCommandLine, type CallbacksArgs, type HelpTopic } from './args.js';
 import { CliRegistry, formatPlugins, listPlugins } from './callbacks.js';
 import { INTERRUPTED_STATUS, runGenerate } from './generate.js';
+import { runWorker } from './worker.js';
 
 /** Where the command line writes, and how it hears Ctrl-C. `console` is enough for a plain run. */
 export interface CliIo {
@@ -17,12 +18,15 @@ export interface CliIo {
    * Returns the unsubscribe function.
    */
   onInterrupt?(handler: () => boolean): () => void;
+  /** Subscribes to SIGTERM (a service manager stopping the process), as `onInterrupt`; without a subscriber SIGTERM ends the process. */
+  onTerminate?(handler: () => boolean): () => void;
 }
 
 export { INTERRUPTED_STATUS };
 
 const GENERATE_USAGE = 'Usage: diff-sd [generate] "<prompt>" [options]';
 const CALLBACKS_USAGE = 'diff-sd callbacks [--plugin PACKAGE]… [--json]';
+const WORKER_USAGE = 'diff-sd worker --redis URL [--model NAME=DIR]… [--concurrency N] [--cuda] [--queue NAME]';
 
 const GENERATE_DETAILS = `Makes pictures with @diff/core from a diffusers ONNX pipeline folder, by default the embedded tiny model.
 
@@ -61,7 +65,7 @@ Output
                             pipeline); everything else goes to stderr
   --quiet                   no progress and no notices on stderr
   --verbose                 errors with their stack trace
-  -h, --help                this text; diff-sd callbacks --help
+  -h, --help                this text; diff-sd callbacks --help, diff-sd worker --help
   --version                 the version
 
 Ctrl-C stops after the current step and saves the picture so far; twice aborts and writes nothing.
@@ -77,10 +81,31 @@ Lists the callback plugins --callback can use, with their options, types and def
   --json             the list as JSON: name, description, package and the options' JSON Schema
   --verbose          errors with their stack trace`;
 
+const WORKER_HELP = `Usage: ${WORKER_USAGE}
+
+Runs the generations of a @diff/queue job queue on this machine: takes jobs from Redis, runs them on its models
+(loaded on their first job), reports their steps and stores their pictures there, for the API processes (the
+playground with --redis, GenerationQueue of @diff/queue) that queued them. Start one on each machine with a GPU.
+
+  --redis URL            the queue's Redis: redis://[:password@]host[:port][/db], or rediss:// for TLS
+  --model NAME=DIR       offer the diffusers ONNX text-to-image folder DIR as NAME (the name requests give);
+                         repeatable, the first serves requests without a model. Default: the embedded tiny model
+                         as "tiny". Every worker of a queue must offer the same models.
+  --concurrency N        generations at once on this machine; default 1 (one GPU runs one at a time)
+  --cuda                 run on CUDA
+  --queue NAME           the queue to serve; default generations (one queue per set of models)
+  --quiet                no line per job (started, done, cancelled); errors still show
+  --verbose              failed jobs and errors with their stack trace
+
+One line per job on stderr: started, then done (with its time) or cancelled, or failed. SIGTERM or Ctrl-C: no new
+jobs, the running ones finish, then exit status 0; a second one quits at once (another worker runs the job again).
+Exit status: 0 stopped, 1 failed, 2 bad usage; a second signal ends the process by that signal (130 for Ctrl-C).`;
+
 const HELP: Readonly<Record<HelpTopic, string>> = {
-  main: `${GENERATE_USAGE}\n       ${CALLBACKS_USAGE}   (lists the callback plugins: diff-sd callbacks --help)\n\n${GENERATE_DETAILS}`,
+  main: `${GENERATE_USAGE}\n       ${CALLBACKS_USAGE}   (lists the callback plugins: diff-sd callbacks --help)\n       ${WORKER_USAGE}   (serves a job queue: diff-sd worker --help)\n\n${GENERATE_DETAILS}`,
   generate: `${GENERATE_USAGE}\n\n${GENERATE_DETAILS}`,
   callbacks: CALLBACKS_HELP,
+  worker: WORKER_HELP,
 };
 
 function version(): string {
@@ -107,6 +132,8 @@ export async function runCli(argv: readonly string[], io: CliIo, options: { cwd?
         return await listCallbacks(command.args, io, cwd);
       case 'generate':
         return await runGenerate(command.args, io, cwd);
+      case 'worker':
+        return await runWorker(command.args, io, cwd);
     }
   } catch (error) {
     return reportError(error, io, verbose);

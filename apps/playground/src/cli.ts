@@ -13,6 +13,9 @@ Options:
   --model [NAME=]DIR  a diffusers ONNX pipeline folder the page offers as NAME (default: the folder's name);
                       repeat for several, the first is the default. Default: the embedded tiny model as "tiny";
                       --model tiny adds it beside others
+  --redis URL         run no pipeline here: queue the generations on this Redis (redis:// or rediss://) for the
+                      workers of @diff/queue (diff-sd worker --redis URL) and offer the models they offer
+  --queue NAME        with --redis: the queue, default generations
   --max-queued N      waiting generations beyond which new ones are refused (HTTP 429), default 16
   -h, --help          this text`;
 
@@ -24,6 +27,25 @@ export interface CliIo {
 class UsageError extends Error {}
 
 const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/** The queue's settings from --redis and --queue; undefined without --redis. */
+function parseQueue(redis: string | undefined, name: string | undefined, models: readonly string[] | undefined): { redis: string; name?: string } | undefined {
+  if (redis === undefined) {
+    if (name !== undefined) throw new UsageError('--queue names the queue of --redis: give --redis URL too.');
+    return undefined;
+  }
+  if (!/^rediss?:\/\/[^/]/.test(redis) || !URL.canParse(redis)) throw new UsageError(`--redis takes a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379, got "${redis}".`);
+  if (models !== undefined) throw new UsageError('--model does not apply with --redis: the page offers the models of the queue\'s workers (diff-sd worker --model NAME=DIR).');
+  if (name === '') throw new UsageError('--queue takes the name of a queue, got "".');
+  return { redis, ...(name === undefined ? {} : { name }) };
+}
+
+/** The URL without its password, for messages. */
+function redacted(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password) parsed.password = '***';
+  return parsed.href;
+}
 
 /** `NAME=DIR`, `DIR` or `tiny` → [name, absolute folder]; relative folders are read from where npm was run. */
 function parseModel(value: string, cwd: string): [string, string] {
@@ -59,6 +81,8 @@ export async function runCli(
         port: { type: 'string' },
         host: { type: 'string', default: '127.0.0.1' },
         model: { type: 'string', multiple: true },
+        redis: { type: 'string' },
+        queue: { type: 'string' },
         'max-queued': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -67,19 +91,24 @@ export async function runCli(
       io.log(USAGE);
       return { status: 0 };
     }
-    const models = new Map((values.model ?? ['tiny']).map((value) => parseModel(value, cwd)));
+    const queue = parseQueue(values.redis, values.queue, values.model);
+    const models = queue ? undefined : new Map((values.model ?? ['tiny']).map((value) => parseModel(value, cwd)));
     const host = values.host;
     const playground = await startPlayground({
       host,
       port: integerOption('port', values.port, DEFAULT_PORT, 65_535),
       models,
+      queue,
       maxQueued: integerOption('max-queued', values['max-queued'], 16),
       logError: io.error,
     });
     if (!['127.0.0.1', 'localhost', '::1'].includes(host)) {
       io.error(`Warning: listening on ${host}: anyone who can reach this address can run generations (the playground has no authentication).`);
     }
-    io.log(`Playground: ${playground.url} (models: ${[...models.keys()].join(', ')})`);
+    const serves = models
+      ? `models: ${[...models.keys()].join(', ')}`
+      : `workers of ${queue?.name === undefined ? 'the queue' : `queue ${queue.name}`} on ${redacted(values.redis as string)}`;
+    io.log(`Playground: ${playground.url} (${serves})`);
     return { status: 0, playground };
   } catch (error) {
     const usage = error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');

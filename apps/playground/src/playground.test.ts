@@ -1,6 +1,10 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
+import { createServer } from 'node:net';
 import sharp from 'sharp';
 import { GENERATION_REQUEST_JSON_SCHEMA } from '@diff/core';
+import { modelDir } from '@diff/model-tiny';
+import { startWorker, type GenerationWorker } from '@diff/queue';
 import { runCli } from './cli.js';
 import type { PlaygroundEvent } from './generations.js';
 import { startPlayground, type Playground } from './playground.js';
@@ -62,18 +66,9 @@ interface Answer {
 }
 const answerOf = async (response: Response) => (await response.json()) as Answer;
 
-describe('the playground server', () => {
-  let playground: Playground;
-  const errors: string[] = [];
-  const url = (path: string) => new URL(path, playground.url);
-
-  beforeAll(async () => {
-    playground = await startPlayground({ port: 0, maxQueued: 2, logError: (message) => errors.push(message) });
-  });
-  afterAll(async () => {
-    await playground.close();
-    expect(errors.filter((message) => !message.startsWith('The page is not built'))).toEqual([]);
-  });
+/** The API of the playground at `base()`, for the tests. */
+function apiOf(base: () => string) {
+  const url = (path: string) => new URL(path, base());
 
   async function post(body: unknown, session?: string) {
     const response = await fetch(url('/api/generations'), {
@@ -98,6 +93,28 @@ describe('the playground server', () => {
     expect([response.status, response.headers.get('content-type')]).toEqual([200, 'text/event-stream; charset=utf-8']);
     return new EventReader(response);
   };
+  /** A picture of a generation: its PNG's size. */
+  const pictureSize = async (path: string, session: string) => {
+    const image = await sessionGet(path, session);
+    expect([image.status, image.headers.get('content-type')]).toEqual([200, 'image/png']);
+    const { width, height, format } = await sharp(Buffer.from(await image.arrayBuffer())).metadata();
+    return { width, height, format };
+  };
+  return { url, post, start, sessionGet, sessionPost, events, pictureSize };
+}
+
+describe('the playground server', () => {
+  let playground: Playground;
+  const errors: string[] = [];
+  const { url, post, start, sessionGet, sessionPost, events, pictureSize } = apiOf(() => playground.url);
+
+  beforeAll(async () => {
+    playground = await startPlayground({ port: 0, maxQueued: 2, logError: (message) => errors.push(message) });
+  });
+  afterAll(async () => {
+    await playground.close();
+    expect(errors.filter((message) => !message.startsWith('The page is not built'))).toEqual([]);
+  });
 
   it('lists its models, the callbacks with their JSON Schemas, and the request schema', async () => {
     expect(await (await fetch(url('/api/models'))).json()).toEqual({ models: [{ name: 'tiny', default: true }] });
@@ -174,10 +191,7 @@ describe('the playground server', () => {
     expect(resumed).toEqual([done]);
 
     for (const path of [`/api/generations/${id}/image`, `/api/generations/${id}/image/0`]) {
-      const image = await sessionGet(path, session);
-      expect([image.status, image.headers.get('content-type')]).toEqual([200, 'image/png']);
-      const { width, height, format } = await sharp(Buffer.from(await image.arrayBuffer())).metadata();
-      expect({ width, height, format }).toEqual({ width: 64, height: 64, format: 'png' });
+      expect(await pictureSize(path, session)).toEqual({ width: 64, height: 64, format: 'png' });
     }
   });
 
@@ -189,8 +203,7 @@ describe('the playground server', () => {
     const done = await stream.until((event) => event.type === 'done');
     expect(done.type === 'done' && done.interruptedAtStep).toBeGreaterThanOrEqual(3);
     expect(done.type === 'done' && done.interruptedAtStep).toBeLessThan(499);
-    const image = await sessionGet(`/api/generations/${id}/image`, session);
-    expect((await sharp(Buffer.from(await image.arrayBuffer())).metadata()).width).toBe(64);
+    expect(await pictureSize(`/api/generations/${id}/image`, session)).toEqual({ width: 64, height: 64, format: 'png' });
   });
 
   it('Cancel aborts a running generation: a cancelled event and no picture', async () => {
@@ -275,6 +288,108 @@ describe('the playground server', () => {
   });
 });
 
+const INSTALL_HINT = 'apt-get install -y redis-server';
+const redisServer = ((found) => (found.status === 0 ? found.stdout.trim() : undefined))(spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }));
+
+/** As @diff/queue's tests: skipped without redis-server, except under CI=true, where that is a failure. */
+function describeWithRedis(name: string, body: () => void): void {
+  if (redisServer) {
+    describe(name, body);
+  } else if (process.env.CI === 'true') {
+    test(`${name}: redis-server is installed`, () => {
+      throw new Error(`redis-server is missing and CI=true: install it (${INSTALL_HINT}).`);
+    });
+  } else {
+    process.stderr.write(`Skipping "${name}": redis-server is not installed. To run these tests: ${INSTALL_HINT}\n`);
+    describe.skip(name, body);
+  }
+}
+
+/** A redis-server of this test's own on a free port, without persistence; `stop` ends it. */
+async function startRedis(): Promise<{ url: string; stop(): Promise<void> }> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as { port: number };
+  await new Promise((resolve) => probe.close(resolve));
+  const server: ChildProcess = spawn(redisServer as string, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => server.once('exit', resolve));
+  await new Promise<void>((resolve, reject) => {
+    let output = '';
+    server.stdout?.setEncoding('utf8').on('data', (chunk: string) => (output += chunk).includes('Ready to accept connections') && resolve());
+    void exited.then(() => reject(new Error(`redis-server exited:\n${output}`)));
+  });
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    async stop() {
+      server.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+describeWithRedis('the playground on the workers of a queue (--redis)', () => {
+  let redis: Awaited<ReturnType<typeof startRedis>>;
+  let worker: GenerationWorker;
+  let playground: Playground;
+  const errors: string[] = [];
+  const { url, post, start, sessionPost, events, pictureSize } = apiOf(() => playground.url);
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    worker = await startWorker({ redis: redis.url, models: { tiny: modelDir }, log: (level, message) => level === 'error' && errors.push(message) });
+    playground = await startPlayground({ port: 0, queue: { redis: redis.url }, logError: (message) => errors.push(message) });
+  });
+  afterAll(async () => {
+    await playground?.close();
+    await worker?.close();
+    await redis?.stop();
+    expect(errors.filter((message) => !message.startsWith('The page is not built'))).toEqual([]);
+  });
+
+  it("offers the workers' models, runs a generation on a worker, streams its events and serves its picture", async () => {
+    expect(await (await fetch(url('/api/models'))).json()).toEqual({ models: [{ name: 'tiny', default: true }] });
+    const { id, session, request } = await start({ numInferenceSteps: 3 });
+    expect(request).toEqual({ prompt: 'a large red circle on a blue background', seed: 7, numInferenceSteps: 3, model: 'tiny' });
+    const live = await (await events(id, session)).rest();
+    expect(live.map((event) => event.type)).toEqual(['queued', 'started', 'step', 'step', 'step', 'done']);
+    expect(live.filter((event) => event.type === 'step').every((event) => event.type === 'step' && event.preview?.startsWith('data:image/png;base64,'))).toBe(true);
+    expect(live.at(-1)).toEqual({ type: 'done', id, image: `/api/generations/${id}/image/0`, images: [`/api/generations/${id}/image/0`] });
+    expect(await pictureSize(`/api/generations/${id}/image`, session)).toEqual({ width: 64, height: 64, format: 'png' });
+
+    const unknownModel = await post({ prompt: 'x', model: 'sdxl' });
+    expect([unknownModel.status, unknownModel.body.error.field, unknownModel.body.error.message]).toEqual([400, 'model', 'Invalid generation request: model must be one of tiny, got "sdxl".']);
+  });
+
+  it('Stop (interrupt) ends the generation on its worker after the current step and keeps its partial picture', async () => {
+    const { id, session } = await start({ numInferenceSteps: 500 });
+    const stream = await events(id, session);
+    await stream.until((event) => event.type === 'step' && event.stepIndex >= 2);
+    expect((await sessionPost(`/api/generations/${id}/interrupt`, session)).status).toBe(202);
+    const done = await stream.until((event) => event.type === 'done');
+    expect(done.type === 'done' && done.interruptedAtStep).toBeGreaterThanOrEqual(2);
+    expect(done.type === 'done' && done.interruptedAtStep).toBeLessThan(499);
+    expect(await pictureSize(`/api/generations/${id}/image`, session)).toEqual({ width: 64, height: 64, format: 'png' });
+  });
+
+  it('answers 503 while no worker serves the queue (diff-playground --redis URL --queue NAME)', async () => {
+    const lines: string[] = [];
+    const { status, playground: idle } = await runCli(['--port', '0', '--redis', redis.url, '--queue', 'nobody'], { log: (line) => lines.push(line), error: (line) => errors.push(line) });
+    if (!idle) throw new Error(`diff-playground did not start (status ${status})`);
+    expect(lines).toEqual([`Playground: ${idle.url} (workers of queue nobody on ${redis.url})`]);
+    try {
+      const response = await fetch(new URL('/api/generations', idle.url), { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ prompt: 'x' }) });
+      expect([response.status, response.headers.get('retry-after'), (await answerOf(response)).error.message]).toEqual([
+        503,
+        '5',
+        'No worker serves queue "nobody" now: start one (diff-sd worker --redis URL), or wait for one to come back.',
+      ]);
+      expect(await (await fetch(new URL('/api/models', idle.url))).json()).toEqual({ models: [] });
+    } finally {
+      await idle.close();
+    }
+  });
+});
+
 describe('diff-playground (the command line)', () => {
   function capture() {
     const lines = { log: [] as string[], error: [] as string[] };
@@ -290,6 +405,9 @@ describe('diff-playground (the command line)', () => {
       [['--model', 'big=/nowhere'], /--model big=\/nowhere: \/nowhere has no model_index.json/],
       [['--model', 'a b=/tmp'], /the name "a b" must be letters/],
       [['--colour'], /Unknown option '--colour'/],
+      [['--redis', 'localhost:6379'], /--redis takes a redis:\/\/ or rediss:\/\/ URL, e\.g\. redis:\/\/127\.0\.0\.1:6379, got "localhost:6379"/],
+      [['--redis', 'redis://127.0.0.1:6379', '--model', 'tiny'], /--model does not apply with --redis: the page offers the models of the queue's workers/],
+      [['--queue', 'sdxl'], /--queue names the queue of --redis: give --redis URL too/],
     ] as const) {
       const { lines, io } = capture();
       expect(await runCli(argv, io)).toEqual({ status: 2 });

@@ -8,10 +8,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { GENERATION_REQUEST_JSON_SCHEMA, InvalidRequestError } from '@diff/core';
+import { GENERATION_REQUEST_JSON_SCHEMA, InvalidArgumentError, InvalidRequestError } from '@diff/core/plugin';
 import { modelDir as tinyModelDir } from '@diff/model-tiny';
+import type { GenerationQueueOptions } from '@diff/queue';
+import { BackendUnavailableError, type GenerationBackend } from './backend.js';
 import { FINAL_EVENT_TYPES, Generations, QueueFullError, type Generation } from './generations.js';
-import { createPlaygroundRegistry } from './registry.js';
 import { SESSION_HEADER, Sessions } from './sessions.js';
 
 export interface PlaygroundOptions {
@@ -21,7 +22,12 @@ export interface PlaygroundOptions {
   port?: number;
   /** Model name → diffusers ONNX folder; the first is the page's default. Default: the embedded tiny model as `tiny`. */
   models?: ReadonlyMap<string, string>;
-  /** Waiting generations beyond which new ones get 429. Default 16. */
+  /**
+   * Run the generations on the workers of this `@diff/queue` queue (`redis`, and `name` when not the default) instead
+   * of in this process; the page then offers the models the workers offer, so `models` does not apply.
+   */
+  queue?: GenerationQueueOptions;
+  /** Waiting generations (of this server) beyond which new ones get 429. Default 16. */
   maxQueued?: number;
   /** Finished generations whose events and pictures are kept. Default 64. */
   maxFinished?: number;
@@ -35,7 +41,7 @@ export interface Playground {
   /** `http://host:port/` */
   readonly url: string;
   readonly server: Server;
-  /** Stops listening, cancels every generation and frees the models. */
+  /** Stops listening, cancels every generation that has not ended and frees the models (or the queue's connections). */
   close(): Promise<void>;
 }
 
@@ -120,18 +126,31 @@ interface Route {
   readonly handler: Handler;
 }
 
+/**
+ * The queue's or the local one, each imported only when used: a playground on a queue loads no ONNX Runtime, a local
+ * one no Redis client.
+ */
+async function createBackend(options: PlaygroundOptions, logError: (message: string) => void): Promise<GenerationBackend> {
+  if (options.queue) {
+    if (options.models) throw new InvalidArgumentError('startPlayground: give models or queue, not both: with a queue, the page offers the models its workers offer.');
+    const { QueueBackend } = await import('./queue-backend.js');
+    return new QueueBackend(options.queue, logError);
+  }
+  const { LocalBackend } = await import('./local-backend.js');
+  return new LocalBackend({ models: options.models ?? new Map([['tiny', tinyModelDir]]), logError });
+}
+
 export async function startPlayground(options: PlaygroundOptions = {}): Promise<Playground> {
   const {
     host = '127.0.0.1',
     port = DEFAULT_PORT,
-    models = new Map([['tiny', tinyModelDir]]),
     maxQueued = 16,
     maxFinished = 64,
     maxBodyBytes = 64 * 1024,
     logError = (message: string) => process.stderr.write(`${message}\n`),
   } = options;
-  const registry = createPlaygroundRegistry();
-  const generations = new Generations({ models, registry, maxQueued, maxFinished, logError });
+  const backend = await createBackend(options, logError);
+  const generations = new Generations({ backend, maxQueued, maxFinished, logError });
   const sessions = new Sessions();
   const files = staticFiles();
   if (!files.has('/app.js')) logError(`The page is not built (${join(packageDir, 'dist', 'page')} is missing): run npm run build -w @diff/playground.`);
@@ -153,8 +172,12 @@ export async function startPlayground(options: PlaygroundOptions = {}): Promise<
   };
 
   const routes: Route[] = [
-    { method: 'GET', path: /^\/api\/models$/, handler: (_req, res) => sendJson(res, 200, { models: generations.modelNames.map((name, index) => ({ name, default: index === 0 })) }) },
-    { method: 'GET', path: /^\/api\/callbacks$/, handler: (_req, res) => sendJson(res, 200, { callbacks: registry.list() }) },
+    {
+      method: 'GET',
+      path: /^\/api\/models$/,
+      handler: async (_req, res) => sendJson(res, 200, { models: (await backend.models()).map((name, index) => ({ name, default: index === 0 })) }),
+    },
+    { method: 'GET', path: /^\/api\/callbacks$/, handler: (_req, res) => sendJson(res, 200, { callbacks: backend.registry.list() }) },
     { method: 'GET', path: /^\/api\/schema$/, handler: (_req, res) => sendJson(res, 200, GENERATION_REQUEST_JSON_SCHEMA) },
     {
       method: 'POST',
@@ -165,10 +188,11 @@ export async function startPlayground(options: PlaygroundOptions = {}): Promise<
         const body = await readJsonBody(req, maxBodyBytes);
         let generation: Generation;
         try {
-          generation = generations.submit(body, session);
+          generation = await generations.submit(body, session);
         } catch (error) {
           if (error instanceof InvalidRequestError) throw new HttpError(400, error.message, error.field);
           if (error instanceof QueueFullError) throw new HttpError(429, error.message, undefined, { 'Retry-After': '5' });
+          if (error instanceof BackendUnavailableError) throw new HttpError(503, error.message, undefined, { 'Retry-After': '5' });
           throw error;
         }
         const { id, request } = generation;
@@ -196,27 +220,27 @@ export async function startPlayground(options: PlaygroundOptions = {}): Promise<
     {
       method: 'POST',
       path: /^\/api\/generations\/([^/]+)\/interrupt$/,
-      handler: (req, res, [id]) => {
-        generations.interrupt(generationOf(req, id));
+      handler: async (req, res, [id]) => {
+        await generations.interrupt(generationOf(req, id));
         sendJson(res, 202, { id });
       },
     },
     {
       method: 'POST',
       path: /^\/api\/generations\/([^/]+)\/cancel$/,
-      handler: (req, res, [id]) => {
-        generations.cancel(generationOf(req, id));
+      handler: async (req, res, [id]) => {
+        await generations.cancel(generationOf(req, id));
         sendJson(res, 202, { id });
       },
     },
     {
       method: 'GET',
       path: /^\/api\/generations\/([^/]+)\/image(?:\/(\d+))?$/,
-      handler: (req, res, [id, index = '0']) => {
+      handler: async (req, res, [id, index = '0']) => {
         const generation = generationOf(req, id);
-        const picture = generation.pictures[Number(index)];
+        const picture = await generations.image(generation, Number(index));
         if (!picture) {
-          const why = generation.finished ? `it has ${generation.pictures.length} picture(s)` : 'it has not finished';
+          const why = generation.finished ? `it has ${generation.pictureCount} picture(s)` : 'it has not finished';
           throw new HttpError(404, `Generation ${id} has no picture ${index}: ${why}.`, 'image');
         }
         res.writeHead(200, { 'Content-Type': 'image/png', 'Content-Length': picture.length, 'Cache-Control': 'private, max-age=3600' });
@@ -258,10 +282,15 @@ export async function startPlayground(options: PlaygroundOptions = {}): Promise<
       else sendJson(res, status, { error: { ...(field === undefined ? {} : { field }), message } }, headers);
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+  } catch (error) {
+    await generations.close(); // the queue's connections would keep the process alive
+    throw error;
+  }
   const { port: boundPort } = server.address() as AddressInfo;
   if (LOOPBACK_HOSTS.has(host)) allowedHosts = new Set(['127.0.0.1', 'localhost', '[::1]'].map((name) => `${name}:${boundPort}`));
   const urlHost = host.includes(':') ? `[${host}]` : host;

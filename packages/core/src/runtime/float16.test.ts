@@ -49,6 +49,30 @@ describe('float16Bits', () => {
   });
 });
 
+describe('array conversions', () => {
+  it('toFloat16Bits gives float16Bits of each value: every exponent, at the rounding boundaries, from any array', () => {
+    const words: number[] = [];
+    const mantissas = [0, 1, 0xfff, 0x1000, 0x1001, 0x2000, 0x2fff, 0x3000, 0x3001, 0x7fe000, 0x7ff000, 0x7fffff];
+    for (let exponent = 0; exponent < 256; exponent++) {
+      for (const mantissa of [...mantissas, (exponent * 7919 * 1031) & 0x7fffff]) {
+        for (const sign of [0, 0x80000000]) words.push((sign | (exponent << 23) | mantissa) >>> 0);
+      }
+    }
+    const floats = new Float32Array(Uint32Array.from(words).buffer);
+    const expected = Array.from(floats, float16Bits);
+    expect(Array.from(toFloat16Bits(floats))).toEqual(expected);
+    expect(Array.from(toFloat16Bits(floats.subarray(5)))).toEqual(expected.slice(5));
+    expect(Array.from(toFloat16Bits(Array.from(floats)))).toEqual(expected);
+    expect(Array.from(toFloat16Bits(Float64Array.from(floats)))).toEqual(expected);
+  });
+
+  it('fromFloat16Bits gives float16Value of every bit pattern', () => {
+    const widened = fromFloat16Bits(Uint16Array.from({ length: 0x10000 }, (_, bits) => bits));
+    const mismatches = Array.from(widened).flatMap((value, bits) => (Object.is(value, float16Value(bits)) ? [] : [bits]));
+    expect(mismatches).toEqual([]);
+  });
+});
+
 describe('float16 conversion agrees with ONNX Runtime', () => {
   let dir: string;
   beforeAll(async () => {

@@ -43,14 +43,42 @@ export function float16Value(bits: number): number {
   return sign * (1024 + mantissa) * 2 ** (exponent - 25);
 }
 
+/** (127 - 15) << 23: float32's exponent bias minus float16's, in place. */
+const EXPONENT_REBIAS = 0x38000000;
+/** |x| of float32 bits from 2^-14 (float16's smallest normal) up to 65520 (which rounds to Infinity). */
+const NORMAL_LOW = 0x38800000;
+const NORMAL_HIGH = 0x477ff000;
+
+/**
+ * `float16Bits` of every value (each first rounded to float32, as there). Runs once per model call on every float16
+ * input — a UNet step's latents and prompt embeddings — so values with a normal float16 result, nearly all, are
+ * converted inline on the float32 bits; the rest go through `float16Bits`.
+ */
 export function toFloat16Bits(values: ArrayLike<number>): Uint16Array {
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = float16Bits(values[i]);
+  const floats = values instanceof Float32Array ? values : Float32Array.from(values);
+  const words = new Uint32Array(floats.buffer, floats.byteOffset, floats.length);
+  const out = new Uint16Array(floats.length);
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i];
+    const magnitude = word & 0x7fffffff;
+    if (magnitude >= NORMAL_LOW && magnitude < NORMAL_HIGH) {
+      // Drop 13 mantissa bits, rounding to nearest, ties to even; a carry bumps the exponent, which is right.
+      const rounded = magnitude - EXPONENT_REBIAS + 0xfff + ((magnitude >>> 13) & 1);
+      out[i] = ((word >>> 16) & 0x8000) | (rounded >>> 13);
+    } else {
+      out[i] = float16Bits(floats[i]);
+    }
+  }
   return out;
 }
 
+/** Every float16 value as float32, by bit pattern: built on first use (256 KiB). */
+let float16Table: Float32Array | undefined;
+
+/** `float16Value` of every bit pattern: a table lookup, since it runs once per model call on every float16 output. */
 export function fromFloat16Bits(bits: Uint16Array): Float32Array {
+  float16Table ??= Float32Array.from({ length: 0x10000 }, (_, pattern) => float16Value(pattern));
   const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = float16Value(bits[i]);
+  for (let i = 0; i < bits.length; i++) out[i] = float16Table[bits[i]];
   return out;
 }

@@ -1,5 +1,5 @@
 // `npm test`: the unit tests, then the conformance run on ../shared/conformance/refs.json (beside the repository)
-// when that file exists. Turbo builds dist/ before testing.
+// when that file exists, strict: an unsupported case fails the test. Turbo builds dist/ before testing.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -22,5 +22,5 @@ if (unitStatus !== 0) {
 } else if (!existsSync(refsPath)) {
   process.stdout.write('conformance: skipped — ../shared/conformance/refs.json not found\n');
 } else {
-  process.exitCode = runNode([join(packageDir, 'dist/main.js'), '--refs', refsPath, '--models', sharedConformanceDir]);
+  process.exitCode = runNode([join(packageDir, 'dist/main.js'), '--refs', refsPath, '--models', sharedConformanceDir, '--strict']);
 }

@@ -1,21 +1,22 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UsageError, parseCliArgs, runCli } from './cli.js';
+import { UsageError, isCi, parseCliArgs, runCli } from './cli.js';
 import { SECTION_NAMES, type Report } from './report.js';
 
 const fixturesDir = fileURLToPath(new URL('./__fixtures__/', import.meta.url));
 const fixtureRefs = join(fixturesDir, 'refs.json');
 const fixtureModels = join(fixturesDir, 'models');
 
-async function run(argv: string[], cwd = '/work') {
+async function run(argv: string[], cwd = '/work', env: Record<string, string> = {}) {
   let stdout = '';
   let stderr = '';
   const status = await runCli(argv, {
     stdout: (text) => (stdout += text),
     stderr: (text) => (stderr += text),
     cwd,
+    env,
   });
   return { status, stdout, stderr };
 }
@@ -26,6 +27,7 @@ describe('parseCliArgs', () => {
       refs: '/repo/shared/conformance/refs.json',
       modelsDir: '/repo/shared/conformance',
       json: false,
+      strict: false,
       sections: [],
     });
   });
@@ -35,8 +37,16 @@ describe('parseCliArgs', () => {
       refs: '/x/r.json',
       modelsDir: '/x/m',
       json: true,
+      strict: false,
       sections: ['randn', 'sd_runs'],
     });
+  });
+
+  it('is strict with --strict or in CI', () => {
+    expect(parseCliArgs(['--refs', 'r.json', '--strict'], '/x')).toMatchObject({ strict: true });
+    expect(parseCliArgs(['--refs', 'r.json'], '/x', { CI: 'true' })).toMatchObject({ strict: true });
+    expect(parseCliArgs(['--refs', 'r.json'], '/x', { CI: 'false' })).toMatchObject({ strict: false });
+    expect([isCi({ CI: '1' }), isCi({ CI: '' }), isCi({ CI: '0' }), isCi({})]).toEqual([true, false, false, false]);
   });
 
   it('asks for help', () => {
@@ -82,6 +92,18 @@ describe('runCli errors', () => {
     await writeFile(join(dir, 'odd.json'), '{"randn": {"seed": 1}}');
     expect(await run(['--refs', join(dir, 'broken.json')])).toMatchObject({ status: 2, stderr: expect.stringMatching(/is not valid JSON/) });
     expect(await run(['--refs', join(dir, 'odd.json')])).toMatchObject({ status: 2, stderr: expect.stringMatching(/"randn" must be an array/) });
+  });
+
+  it('passes a run whose only case is unsupported, except when strict or in CI', async () => {
+    const fixture = JSON.parse(await readFile(fixtureRefs, 'utf8')) as { schedulers: Array<{ scheduler: string }> };
+    await writeFile(join(dir, 'unsupported.json'), JSON.stringify({ schedulers: fixture.schedulers.filter((c) => c.scheduler === 'heun') }));
+    const refs = ['--refs', join(dir, 'unsupported.json')];
+    expect(await run(refs)).toMatchObject({ status: 0, stdout: expect.stringMatching(/conformance: 0 passed, 0 failed, 1 unsupported\n$/) });
+    expect(await run([...refs, '--strict'])).toMatchObject({
+      status: 1,
+      stdout: expect.stringMatching(/conformance: 0 passed, 0 failed, 1 unsupported \(strict: unsupported cases fail\)\n$/),
+    });
+    expect((await run(refs, '/work', { CI: 'true' })).status).toBe(1);
   });
 
   it('passes a refs file without cases', async () => {

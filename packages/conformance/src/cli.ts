@@ -4,20 +4,24 @@ import { readRefs, RefsError } from './refs.js';
 import { SECTION_NAMES, hasFailures, isSectionName, type CaseResult, type Report, type SectionName } from './report.js';
 import { runConformance } from './run.js';
 
-export const USAGE = `usage: npm run conformance -- --refs FILE [--models DIR] [--json] [--section NAME]...
+export const USAGE = `usage: npm run conformance -- --refs FILE [--models DIR] [--json] [--strict] [--section NAME]...
 
 Checks @diff/core against a refs file in the format of ../shared/conformance/README.md.
   --refs FILE       the refs.json to check against
   --models DIR      the folder holding tiny-sd/, tiny-sdxl/, … (default: the refs file's folder)
   --json            print one JSON object instead of tables
+  --strict          count unsupported cases as failures (on whenever the CI environment variable is set)
   --section NAME    check only this section (repeatable): ${SECTION_NAMES.join(', ')}
 
-Exit status: 0 when no case failed (unsupported cases are not failures), 1 when one did, 2 on bad arguments.`;
+Exit status: 0 when no case failed (unsupported cases are failures only with --strict or in CI), 1 when one did,
+2 on bad arguments.`;
 
 export interface CliOptions {
   refs: string;
   modelsDir: string;
   json: boolean;
+  /** Unsupported cases fail the run: --strict, or any CI (a renamed pipeline must not pass as 'unsupported'). */
+  strict: boolean;
   /** Empty: every section. */
   sections: SectionName[];
 }
@@ -27,8 +31,16 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
-/** Relative paths are taken from `cwd` (where the user ran npm, not the package folder npm runs the script in). */
-export function parseCliArgs(argv: readonly string[], cwd: string): CliOptions | 'help' {
+/** The CI convention: `CI` set to anything but '', 'false' or '0'. */
+export function isCi(env: Readonly<Record<string, string | undefined>>): boolean {
+  return env.CI !== undefined && !['', 'false', '0'].includes(env.CI);
+}
+
+/**
+ * Relative paths are taken from `cwd` (where the user ran npm, not the package folder npm runs the script in);
+ * `env` decides whether this is CI.
+ */
+export function parseCliArgs(argv: readonly string[], cwd: string, env: Readonly<Record<string, string | undefined>> = {}): CliOptions | 'help' {
   let values;
   try {
     ({ values } = parseArgs({
@@ -37,6 +49,7 @@ export function parseCliArgs(argv: readonly string[], cwd: string): CliOptions |
         refs: { type: 'string' },
         models: { type: 'string' },
         json: { type: 'boolean', default: false },
+        strict: { type: 'boolean', default: false },
         section: { type: 'string', multiple: true, default: [] },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -57,6 +70,7 @@ export function parseCliArgs(argv: readonly string[], cwd: string): CliOptions |
     refs,
     modelsDir: values.models ? resolve(cwd, values.models) : dirname(refs),
     json: values.json,
+    strict: values.strict || isCi(env),
     sections: values.section.filter(isSectionName),
   };
 }
@@ -81,7 +95,7 @@ function formatRows(cases: readonly CaseResult[]): string[] {
 }
 
 /** A table per section (all seven, or the chosen ones), then the totals. */
-export function formatReport(report: Report, sections: readonly SectionName[] = []): string {
+export function formatReport(report: Report, sections: readonly SectionName[] = [], strict = false): string {
   const shown = sections.length > 0 ? SECTION_NAMES.filter((name) => sections.includes(name)) : SECTION_NAMES;
   const lines: string[] = [];
   const totals = { passed: 0, failed: 0, unsupported: 0 };
@@ -94,7 +108,8 @@ export function formatReport(report: Report, sections: readonly SectionName[] = 
     const cases = report.cases.filter((c) => c.section === section);
     lines.push(...(cases.length > 0 ? formatRows(cases) : ['  (no cases)']), '');
   }
-  lines.push(`conformance: ${totals.passed} passed, ${totals.failed} failed, ${totals.unsupported} unsupported`);
+  const strictNote = strict && totals.unsupported > 0 ? ' (strict: unsupported cases fail)' : '';
+  lines.push(`conformance: ${totals.passed} passed, ${totals.failed} failed, ${totals.unsupported} unsupported${strictNote}`);
   return lines.join('\n');
 }
 
@@ -102,6 +117,8 @@ export interface CliIo {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
   cwd: string;
+  /** The environment (CI turns --strict on). Default: none. */
+  env?: Readonly<Record<string, string | undefined>>;
 }
 
 /** The whole command; returns the exit status. */
@@ -109,7 +126,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   let report: Report;
   let options: CliOptions;
   try {
-    const parsed = parseCliArgs(argv, io.cwd);
+    const parsed = parseCliArgs(argv, io.cwd, io.env);
     if (parsed === 'help') {
       io.stdout(`${USAGE}\n`);
       return 0;
@@ -127,6 +144,6 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     }
     throw error;
   }
-  io.stdout(options.json ? `${JSON.stringify(report)}\n` : `${formatReport(report, options.sections)}\n`);
-  return hasFailures(report) ? 1 : 0;
+  io.stdout(options.json ? `${JSON.stringify(report)}\n` : `${formatReport(report, options.sections, options.strict)}\n`);
+  return hasFailures(report, options.strict) ? 1 : 0;
 }

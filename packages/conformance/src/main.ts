@@ -5,4 +5,5 @@ process.exitCode = await runCli(process.argv.slice(2), {
   stderr: (text) => process.stderr.write(text),
   // npm runs the script in this package's folder; INIT_CWD is where the user ran npm, which relative paths mean.
   cwd: process.env.INIT_CWD ?? process.cwd(),
+  env: process.env,
 });

@@ -58,8 +58,9 @@ export function buildReport(cases: readonly CaseResult[]): Report {
   return { sections, cases: [...cases] };
 }
 
-export function hasFailures(report: Report): boolean {
-  return report.cases.some((result) => result.ok === false);
+/** Whether a case failed; with `strict` (CI), an unsupported case counts as failed: nothing may silently not run. */
+export function hasFailures(report: Report, strict = false): boolean {
+  return report.cases.some((result) => result.ok === false || (strict && result.ok === null));
 }
 
 /** A refs file may repeat a case (same scheduler and step count, other config): number repeats so ids stay unique. */

@@ -10,7 +10,8 @@ export type DiffErrorCode =
   | 'MODEL_RUN'
   | 'CALLBACK'
   | 'PLUGIN_LOAD'
-  | 'ABORTED';
+  | 'ABORTED'
+  | 'NON_FINITE';
 
 export class DiffError extends Error {
   readonly code: DiffErrorCode;
@@ -86,5 +87,29 @@ export class PluginLoadError extends DiffError {
   constructor(packageName: string, message: string, options?: { cause?: unknown }) {
     super('PLUGIN_LOAD', `${packageName}: ${message}`, options);
     this.packageName = packageName;
+  }
+}
+
+/** Who last replaced a loop tensor: a callback, its hook and the step (see `NonFiniteError`). */
+export interface TensorWriter {
+  readonly callbackName: string;
+  readonly hook: string;
+  readonly stepIndex: number;
+}
+
+/**
+ * A tensor of the denoising loop (or a decoded picture) holds NaN or ±Infinity: the generation stops instead of
+ * decoding a black or noisy picture. Names the tensor, the step, and the callback that last replaced the tensor
+ * (`writtenBy`; undefined when no callback did, so the values came from the models or the scheduler).
+ */
+export class NonFiniteError extends DiffError {
+  readonly tensorName: string;
+  readonly stepIndex: number;
+  readonly writtenBy?: TensorWriter;
+  constructor(tensorName: string, stepIndex: number, message: string, writtenBy?: TensorWriter) {
+    super('NON_FINITE', message);
+    this.tensorName = tensorName;
+    this.stepIndex = stepIndex;
+    this.writtenBy = writtenBy;
   }
 }

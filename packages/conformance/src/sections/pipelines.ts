@@ -32,22 +32,20 @@ interface LoadedPipeline {
 }
 type PipelineClass = { fromPretrained(dir: string): Promise<LoadedPipeline> };
 
-/** The class that runs each kind of case; looked up by name so that a pipeline the core lacks is 'unsupported'. */
-const PIPELINE_CLASSES: Record<string, string> = {
-  text2img: 'AutoPipelineForText2Image',
-  img2img: 'AutoPipelineForImage2Image',
-  inpaint: 'AutoPipelineForInpainting',
+/**
+ * The class that runs each kind of case; the Auto pipelines pick the concrete one from model_index.json. Imported,
+ * not looked up by name: a renamed or removed pipeline breaks this build instead of turning its cases 'unsupported'.
+ */
+const PIPELINE_CLASSES: Readonly<Record<string, PipelineClass>> = {
+  text2img: core.AutoPipelineForText2Image as unknown as PipelineClass,
+  img2img: core.AutoPipelineForImage2Image as unknown as PipelineClass,
+  inpaint: core.AutoPipelineForInpainting as unknown as PipelineClass,
   // SD and SDXL ControlNet folders alike: model_index.json picks the pipeline.
-  controlnet: 'AutoPipelineForText2Image',
-};
-const FALLBACK_CLASSES: Record<string, Record<string, string>> = {
-  text2img: { 'tiny-sdxl': 'StableDiffusionXLPipeline', default: 'StableDiffusionPipeline' },
+  controlnet: core.AutoPipelineForText2Image as unknown as PipelineClass,
 };
 
 function pipelineClass(caseSpec: RunRef): PipelineClass | undefined {
-  const exports = core as unknown as Record<string, PipelineClass | undefined>;
-  const fallback = FALLBACK_CLASSES[caseSpec.pipeline];
-  return exports[PIPELINE_CLASSES[caseSpec.pipeline]] ?? (fallback && exports[fallback[caseSpec.model] ?? fallback.default]);
+  return Object.hasOwn(PIPELINE_CLASSES, caseSpec.pipeline) ? PIPELINE_CLASSES[caseSpec.pipeline] : undefined;
 }
 
 /** The callbacks the refs name, built as a user of @diff/core would write them. */

@@ -70,7 +70,7 @@ export class GenerationContext implements CallbackPipeline {
   readonly modelFamily: CallbackPipeline['modelFamily'];
   readonly callbackTensorInputs: readonly CallbackTensorName[];
   readonly cfgTensorInputs: readonly CallbackTensorName[];
-  guidanceScale: number;
+  private currentGuidanceScale: number;
   interrupt = false;
   private currentIPAdapterScale: number;
   private readonly ipAdapterActive: boolean;
@@ -95,7 +95,7 @@ export class GenerationContext implements CallbackPipeline {
     this.callbackTensorInputs = settings.callbackTensorInputs;
     this.cfgLayout = settings.cfgLayout;
     this.cfgTensorInputs = Object.freeze(Object.keys(settings.cfgLayout) as CallbackTensorName[]);
-    this.guidanceScale = settings.guidanceScale;
+    this.currentGuidanceScale = settings.guidanceScale;
     this.initialGuidanceScale = settings.guidanceScale;
     this.currentIPAdapterScale = settings.ipAdapterScale ?? 0;
     this.ipAdapterActive = settings.ipAdapterActive ?? false;
@@ -110,6 +110,18 @@ export class GenerationContext implements CallbackPipeline {
 
   get numTimesteps(): number {
     return this.timesteps.length;
+  }
+
+  get guidanceScale(): number {
+    return this.currentGuidanceScale;
+  }
+
+  /** Checked here, so that a callback setting a bad scale is named in the error (NaN would give a NaN picture). */
+  set guidanceScale(scale: number) {
+    if (typeof scale !== 'number' || !Number.isFinite(scale)) {
+      throw new InvalidArgumentError(`guidanceScale must be a finite number (≤ 1 turns guidance off), got ${String(scale)}.`);
+    }
+    this.currentGuidanceScale = scale;
   }
 
   get ipAdapterScale(): number {

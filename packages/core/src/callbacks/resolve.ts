@@ -1,5 +1,5 @@
 import type { CallbackHookName, CallbackPipeline, CallbackPlugin, CallbackTensorName } from '../contract.js';
-import { AbortError, CallbackError, InvalidArgumentError } from '../errors.js';
+import { AbortError, CallbackError, InvalidArgumentError, type TensorWriter } from '../errors.js';
 import { Tensor } from '../tensor.js';
 import { MultiPipelineCallbacks } from './pipeline-callback.js';
 
@@ -130,6 +130,8 @@ export function resolveCallbacks(options: CallbackOptionValues, settings: Callba
 export class GenerationCallbacks {
   /** Per hook: the tensors handed to its callbacks (the union of what each asks for, in allow-list order). */
   readonly tensorInputs: Readonly<Record<CallbackHookName, readonly string[]>>;
+  /** Per tensor: the callback that last replaced it in this generation, so a bad value can name its author. */
+  readonly #writers = new Map<string, TensorWriter>();
 
   constructor(
     private readonly callbacks: readonly ResolvedCallback[],
@@ -145,6 +147,16 @@ export class GenerationCallbacks {
   /** Whether any callback implements `hook` (the loop skips the kwargs work otherwise). */
   has(hook: CallbackHookName): boolean {
     return this.callbacks.some((callback) => callback.hooks[hook]);
+  }
+
+  /** The callback that last replaced `name` (returned it, or assigned it in the kwargs), if any did. */
+  lastWriter(name: string): TensorWriter | undefined {
+    return this.#writers.get(name);
+  }
+
+  /** The names of the callbacks that receive `name` at `hook` (and so could have edited its values in place). */
+  receivers(hook: CallbackHookName, name: string): string[] {
+    return this.callbacks.filter((callback) => callback.hooks[hook] && callback.tensorInputs.includes(name)).map((callback) => callback.name);
   }
 
   /**
@@ -177,9 +189,10 @@ export class GenerationCallbacks {
     original: TensorMap,
   ): Promise<TensorMap> {
     const fail = (reason: string, cause?: unknown) => new CallbackError(callback.name, hook, stepIndex, reason, { cause });
+    const given = { ...kwargs };
     let result: unknown;
     try {
-      result = await fn.call(callback.self, pipeline, stepIndex, timestep, kwargs);
+      result = await untilAborted(fn.call(callback.self, pipeline, stepIndex, timestep, kwargs), pipeline.signal);
     } catch (error) {
       if (error instanceof CallbackError || error instanceof AbortError) throw error;
       throw fail(error instanceof Error ? error.message : String(error), error);
@@ -195,8 +208,45 @@ export class GenerationCallbacks {
         throw fail(`it returned "${name}", which this pipeline does not accept. Allowed: ${this.allowed.join(', ')}.`);
       }
       if (!(value instanceof Tensor) || value.dtype !== 'float32') throw fail(`it returned "${name}" that is not a float32 Tensor.`);
+      if (value === given[name]) continue;
       if (READ_ONLY.has(name) && value !== original[name]) throw fail(`it replaced "${name}", which callbacks may read but not replace.`);
+      const shapeProblem = original[name] && shapeMismatch(name, value, original[name]);
+      if (shapeProblem) throw fail(shapeProblem);
+      this.#writers.set(name, { callbackName: callback.name, hook, stepIndex });
     }
     return merged;
+  }
+}
+
+/**
+ * Why a replacement cannot stand in for the loop's tensor, if it cannot: the latents keep their shape; other
+ * tensors may change their rows (turning guidance off halves them) but nothing else.
+ */
+function shapeMismatch(name: string, replacement: Tensor<'float32'>, current: Tensor<'float32'>): string | undefined {
+  const [got, had] = [replacement.shape, current.shape];
+  const fits = name === 'latents'
+    ? got.length === had.length && got.every((dim, axis) => dim === had[axis])
+    : got.length === had.length && got.every((dim, axis) => axis === 0 || dim === had[axis]);
+  if (fits) return undefined;
+  const allowed = name === 'latents' ? 'the latents must keep their shape' : 'only the first axis (rows) may change';
+  return `it returned "${name}" of shape [${got.join(', ')}] for one of shape [${had.join(', ')}]: ${allowed}.`;
+}
+
+/**
+ * A callback's result, or an `AbortError` as soon as the generation's signal fires — so a callback that never
+ * settles (a stuck upload, a lost message) cannot keep an aborted generation alive.
+ */
+async function untilAborted<T>(result: T, signal: AbortSignal): Promise<Awaited<T>> {
+  if (typeof (result as PromiseLike<unknown> | null | undefined)?.then !== 'function') return result as Awaited<T>;
+  let onAbort = (): void => undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new AbortError(undefined, { cause: signal.reason }));
+  });
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await Promise.race([Promise.resolve(result as PromiseLike<Awaited<T>>), aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
   }
 }

@@ -1,11 +1,12 @@
 import type { GenerationContext } from '../callbacks/context.js';
 import type { GenerationCallbacks } from '../callbacks/resolve.js';
 import type { CallbackHookName } from '../contract.js';
+import { NonFiniteError, type TensorWriter } from '../errors.js';
 import type { Generator } from '../random/generator.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { Tensor } from '../tensor.js';
 import { applyGuidance, rescaleNoiseCfg } from './steps.js';
-import { throwIfAborted } from './validation.js';
+import { isFinitePass, throwIfAborted } from './validation.js';
 
 type TensorMap<Name extends string> = { latents: Tensor<'float32'> } & Partial<Record<Name, Tensor<'float32'>>>;
 
@@ -40,7 +41,8 @@ export interface DenoisingResult {
 /**
  * The denoising loop every pipeline shares — diffusers' loop, top to bottom: stop when interrupted, step-begin
  * callbacks, predict the noise (doubled batch under guidance), guide, step the scheduler, then the step-end callbacks
- * read and replace tensors.
+ * read and replace tensors. After each step one pass over the latents checks that they are finite, so a NaN (a
+ * callback's bad write, an fp16 overflow) stops the run with its origin named instead of decoding a black picture.
  */
 export async function denoise<Name extends string>(run: DenoisingRun<Name>): Promise<DenoisingResult> {
   const { scheduler, timesteps, tensors, pipeline, callbacks, generator, eta, guidanceRescale } = run;
@@ -50,13 +52,17 @@ export async function denoise<Name extends string>(run: DenoisingRun<Name>): Pro
     const present = { ...(Object.fromEntries(Object.entries(tensors).filter(([, tensor]) => tensor !== undefined)) as Record<string, Tensor<'float32'>>), ...extra };
     Object.assign(tensors, await callbacks.run(hook, pipeline, stepIndex, timestep, present));
   };
+  const checkedLatents = (stepIndex: number) => {
+    if (!isFinitePass(tensors.latents.data)) throw nonFiniteLatents(tensors, stepIndex, callbacks);
+    return tensors.latents;
+  };
 
   for (let stepIndex = 0; stepIndex < timesteps.length; stepIndex++) {
     throwIfAborted(pipeline.signal);
     if (pipeline.interrupt) return { latents: tensors.latents, interruptedAtStep: stepIndex - 1 };
     const timestep = timesteps[stepIndex];
     await runCallbacks('onStepBegin', stepIndex, timestep);
-    if (pipeline.interrupt) return { latents: tensors.latents, interruptedAtStep: stepIndex - 1 };
+    if (pipeline.interrupt) return { latents: checkedLatents(stepIndex), interruptedAtStep: stepIndex - 1 };
     const cfg = pipeline.doClassifierFreeGuidance;
 
     const latents = tensors.latents;
@@ -70,8 +76,36 @@ export async function denoise<Name extends string>(run: DenoisingRun<Name>): Pro
     tensors.latents = run.afterStep ? run.afterStep(prevSample, stepIndex, tensors) : prevSample;
 
     await runCallbacks('onStepEnd', stepIndex, timestep, predOriginalSample && { predOriginalSample });
+    checkedLatents(stepIndex);
   }
   throwIfAborted(pipeline.signal);
   // diffusers keeps the loop going with `continue` once interrupted; a flag set after the last step skips nothing.
   return { latents: tensors.latents };
+}
+
+/** Where non-finite latents came from, as far as the loop can tell: their last writer, and other non-finite tensors. */
+function nonFiniteLatents(tensors: Record<string, Tensor<'float32'> | undefined>, stepIndex: number, callbacks: GenerationCallbacks): NonFiniteError {
+  const writtenBy = callbacks.lastWriter('latents');
+  const by = (writer: TensorWriter) => `callback "${writer.callbackName}" in ${writer.hook} at step ${writer.stepIndex}`;
+  const editors = [...new Set([...callbacks.receivers('onStepBegin', 'latents'), ...callbacks.receivers('onStepEnd', 'latents')])];
+  const origin = writtenBy
+    ? `they were last replaced by ${by(writtenBy)}`
+    : 'no callback replaced them, so the UNet\'s prediction or the scheduler step made them' +
+      (editors.length > 0 ? ` (or an in-place edit by ${editors.map((name) => `"${name}"`).join(', ')}, which received them)` : '');
+  const others = Object.entries(tensors)
+    .filter(([name, tensor]) => name !== 'latents' && tensor !== undefined && !isFinitePass(tensor.data))
+    .map(([name]) => {
+      const writer = callbacks.lastWriter(name);
+      return writer ? `${name} (last replaced by ${by(writer)})` : name;
+    });
+  const { data } = tensors.latents!;
+  const bad = data.reduce((count, value) => count + (Number.isFinite(value) ? 0 : 1), 0);
+  return new NonFiniteError(
+    'latents',
+    stepIndex,
+    `The latents hold NaN or Infinity (${bad} of ${data.length} values) after step ${stepIndex}: ${origin}.` +
+      (others.length > 0 ? ` Not finite either: ${others.join(', ')}.` : '') +
+      ' The generation stopped rather than decode a broken picture.',
+    writtenBy,
+  );
 }

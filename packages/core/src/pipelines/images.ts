@@ -1,3 +1,6 @@
+import { randomBytes } from 'node:crypto';
+import { rename, rm } from 'node:fs/promises';
+import { basename, dirname, extname, join } from 'node:path';
 import sharp from 'sharp';
 import { InvalidArgumentError } from '../errors.js';
 import { Tensor } from '../tensor.js';
@@ -13,13 +16,14 @@ function isRawImage(input: unknown): input is RawImage {
 }
 
 function toSharp(input: ImageInput): sharp.Sharp {
-  if (typeof input === 'string' || Buffer.isBuffer(input)) return sharp(input);
+  if ((typeof input === 'string' && input !== '') || Buffer.isBuffer(input)) return sharp(input);
   if (isRawImage(input)) {
     const { data, width, height, channels } = input;
-    if (![1, 3, 4].includes(channels) || data.length !== width * height * channels) {
+    const positive = (side: unknown) => Number.isInteger(side) && (side as number) > 0;
+    if (!(data instanceof Uint8Array) || !positive(width) || !positive(height) || ![1, 3, 4].includes(channels) || data.length !== width * height * channels) {
       throw new InvalidArgumentError(
-        `A raw image needs width·height·channels bytes with 1, 3 or 4 channels; got ${data.length} bytes for ` +
-          `${width}×${height}×${channels}.`,
+        `A raw image needs a Uint8Array of width·height·channels bytes with 1, 3 or 4 channels; got ${data instanceof Uint8Array ? `${data.length} bytes` : typeof data} for ` +
+          `${String(width)}×${String(height)}×${String(channels)}.`,
       );
     }
     return sharp(data, { raw: { width, height, channels } });
@@ -85,8 +89,14 @@ function expandGreyAlpha(data: Uint8Array): Uint8Array {
 
 /** The size of a picture without decoding all of it. */
 export async function imageSize(input: ImageInput): Promise<{ width: number; height: number }> {
+  const image = toSharp(input); // checks a raw image's layout
   if (isRawImage(input)) return { width: input.width, height: input.height };
-  const metadata = await toSharp(input).metadata();
+  let metadata: sharp.Metadata;
+  try {
+    metadata = await image.metadata();
+  } catch (error) {
+    throw new InvalidArgumentError(`Could not read the image: ${(error as Error).message}`, { cause: error });
+  }
   if (!metadata.width || !metadata.height) throw new InvalidArgumentError('Could not read the image size.');
   return { width: metadata.width, height: metadata.height };
 }
@@ -124,7 +134,23 @@ export function toChannelsLast(images: Tensor<'float32'>): Tensor<'float32'> {
   return new Tensor(out, [batch, height, width, channels]);
 }
 
-/** Writes a generated picture; the format follows the file extension (png, jpg, webp, …). */
+/**
+ * Writes a generated picture; the format follows the file extension (png, jpg, webp, …). Atomic: the picture is
+ * written to a temporary file in the same folder, then renamed over `path`, so readers never see half a file and a
+ * failed write leaves whatever was there before.
+ */
 export async function saveImage(image: RawImage, path: string): Promise<void> {
-  await sharp(image.data, { raw: { width: image.width, height: image.height, channels: image.channels } }).toFile(path);
+  const encoder = toSharp(image);
+  // Same folder (a rename cannot cross file systems), same extension (sharp picks the format from it), hidden name.
+  const temporary = join(dirname(path), `.${basename(path, extname(path))}.${randomBytes(6).toString('hex')}.tmp${extname(path)}`);
+  try {
+    await encoder.toFile(temporary);
+    await rename(temporary, path);
+  } catch (error) {
+    await rm(temporary, { force: true });
+    if (error instanceof Error && /unsupported output format/i.test(error.message)) {
+      throw new InvalidArgumentError(`Cannot save ${path}: the extension ${JSON.stringify(extname(path))} names no image format sharp writes (png, jpg, webp, avif, tiff, gif).`, { cause: error });
+    }
+    throw error;
+  }
 }

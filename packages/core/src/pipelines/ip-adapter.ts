@@ -14,6 +14,7 @@ import { CLIPImageProcessor } from './clip-image-processor.js';
 import { decodeImage, type ImageInput } from './images.js';
 import { componentModel } from './loading.js';
 import { repeatRows } from './steps.js';
+import { memoizeSuccess } from '../util/memoize.js';
 
 /** The IP-Adapter options of every SD 1.x and SDXL pipeline's `generate`. */
 export interface IPAdapterOptions {
@@ -38,16 +39,9 @@ export interface IPAdapterEncoder {
 /** The folder's image encoder, when it has one (the UNet's inputs decide whether the model has an adapter). */
 export function loadIPAdapterEncoder(dir: string, pool: SessionPool): IPAdapterEncoder | undefined {
   if (!existsSync(join(dir, 'image_encoder', 'model.onnx'))) return undefined;
-  let processor: Promise<CLIPImageProcessor> | undefined;
   return {
     imageEncoder: componentModel(dir, 'image_encoder', pool),
-    featureExtractor: () => {
-      processor ??= CLIPImageProcessor.fromPretrained(join(dir, 'feature_extractor')).catch((error: unknown) => {
-        processor = undefined; // a failed load is not remembered: the next call tries again
-        throw error;
-      });
-      return processor;
-    },
+    featureExtractor: memoizeSuccess(() => CLIPImageProcessor.fromPretrained(join(dir, 'feature_extractor'))),
   };
 }
 

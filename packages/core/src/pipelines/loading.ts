@@ -6,12 +6,21 @@ import { loadSchedulerConfig, schedulerFromConfig, type Scheduler } from '../sch
 import { CLIPTokenizer } from '../tokenizer/clip-tokenizer.js';
 import { readConfigFile } from '../util/config-file.js';
 import { loadIPAdapterEncoder } from './ip-adapter.js';
+import { generationLimits } from './validation.js';
 
 export { readConfigFile };
 
-/** Options of `fromPretrained`: how to run the models, and an optional scheduler to use instead of the folder's. */
+/**
+ * Options of `fromPretrained`: how to run the models, an optional scheduler to use instead of the folder's, and the
+ * pipeline's size limit.
+ */
 export interface PipelineLoadOptions extends RuntimeOptions {
   scheduler?: Scheduler;
+  /**
+   * The most pixels one `generate` call may ask for: width × height × images. Larger requests fail with an
+   * `InvalidArgumentError` before any tensor is allocated. Default 8 388 608 (1024×1024 × 8); `Infinity` lifts it.
+   */
+  maxPixels?: number;
 }
 
 /** A component's ONNX model: `<dir>/<component>/model.onnx`, loaded lazily through the pipeline's session pool. */
@@ -23,16 +32,22 @@ export function componentModel(dir: string, component: string, pool: SessionPool
 
 /** The parts every SD-family pipeline loads the same way. */
 export async function loadCommonComponents(dir: string, options: PipelineLoadOptions) {
+  const limits = generationLimits(options);
   const modelIndex = await readConfigFile(join(dir, 'model_index.json'), "a diffusers model_index.json with the pipeline's components");
   const pool = new SessionPool(options);
   const scheduler = options.scheduler ?? schedulerFromConfig(await loadSchedulerConfig(join(dir, 'scheduler', 'scheduler_config.json')));
   const vaeConfigPath = [join(dir, 'vae_decoder', 'config.json'), join(dir, 'vae', 'config.json')].find((path) => existsSync(path));
   const vaeConfig = vaeConfigPath ? await readConfigFile(vaeConfigPath, 'the VAE config') : {};
-  const scalingFactor = typeof vaeConfig.scaling_factor === 'number' ? vaeConfig.scaling_factor : 0.18215;
+  const scalingFactor = vaeConfig.scaling_factor ?? 0.18215;
+  if (typeof scalingFactor !== 'number' || !(Number.isFinite(scalingFactor) && scalingFactor > 0)) {
+    throw new ModelLoadError(vaeConfigPath!, `scaling_factor must be a positive number (SD 1.x: 0.18215), got ${String(scalingFactor)}.`);
+  }
   const blockOutChannels = Array.isArray(vaeConfig.block_out_channels) ? vaeConfig.block_out_channels.length : 4;
+  const unetConfigPath = join(dir, 'unet', 'config.json');
   return {
     modelIndex,
     pool,
+    limits,
     scheduler,
     scalingFactor,
     vaeScaleFactor: 2 ** (blockOutChannels - 1),
@@ -41,7 +56,8 @@ export async function loadCommonComponents(dir: string, options: PipelineLoadOpt
     unet: componentModel(dir, 'unet', pool),
     vaeDecoder: componentModel(dir, 'vae_decoder', pool),
     vaeEncoder: existsSync(join(dir, 'vae_encoder', 'model.onnx')) ? componentModel(dir, 'vae_encoder', pool) : undefined,
-    unetConfig: await readConfigFile(join(dir, 'unet', 'config.json'), 'the UNet config').catch(() => ({}) as Record<string, unknown>),
+    // Optional (the ONNX model says most of it), but a config that is there must be readable.
+    unetConfig: existsSync(unetConfigPath) ? await readConfigFile(unetConfigPath, 'the UNet config') : {},
     /** The IP-Adapter's image encoder, where the folder has one. */
     ipAdapter: loadIPAdapterEncoder(dir, pool),
   };

@@ -14,6 +14,7 @@ import { componentModel, loadCommonComponents, readConfigFile, type CommonCompon
 import type { StableDiffusionBaseOptions } from './stable-diffusion.js';
 import {
   checkBatch,
+  contextWidth,
   encodeGuidedPrompt,
   finishOutput,
   prepareLatents,
@@ -25,6 +26,7 @@ import {
 import { ipAdapterFeeds, prepareIPAdapter } from './ip-adapter.js';
 import { generationSettings } from './validation.js';
 import { SD_CFG_LAYOUT } from './cfg-layouts.js';
+import { memoizeSuccess } from '../util/memoize.js';
 
 /** The ControlNet load option every ControlNet pipeline takes. */
 export interface ControlNetLoadOptions {
@@ -122,7 +124,7 @@ export class StableDiffusionControlNetPipeline {
   readonly callbackTensorInputs = StableDiffusionControlNetPipeline.callbackTensorInputs;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
   scheduler: Scheduler;
-  #residualNames?: Promise<ResidualNames>;
+  readonly #residualNames = memoizeSuccess(() => matchResiduals(this.components, SD_CONTROLNET_CONDITIONING));
 
   constructor(readonly components: StableDiffusionControlNetComponents) {
     if (components.controlnets.length === 0) throw new InvalidArgumentError('StableDiffusionControlNetPipeline needs at least one ControlNet.');
@@ -141,8 +143,7 @@ export class StableDiffusionControlNetPipeline {
    * in the same number. A `ModelLoadError` names both counts when a ControlNet does not fit the UNet.
    */
   residualNames(): Promise<ResidualNames> {
-    this.#residualNames ??= matchResiduals(this.components, SD_CONTROLNET_CONDITIONING);
-    return this.#residualNames;
+    return this.#residualNames();
   }
 
   async generate<const Requested extends StableDiffusionControlNetTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends StableDiffusionControlNetTensorName = 'latents'>(
@@ -153,7 +154,7 @@ export class StableDiffusionControlNetPipeline {
     const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
       options,
       await controlOutputSize(options, control.images[0], vaeScaleFactor),
-      { guidanceScale: 7.5, vaeScaleFactor },
+      { guidanceScale: 7.5, vaeScaleFactor, limits: this.components.limits },
     );
     const { generator } = options;
     const { callbacks, scheduler, context } = await startGeneration({ name: 'StableDiffusionControlNetPipeline', family: 'stable-diffusion' }, this, options);
@@ -225,12 +226,6 @@ export async function loadControlNets(folders: readonly string[], pool: SessionP
 
 function downResidualCount(names: readonly string[], pattern: RegExp): number {
   return names.filter((name) => pattern.test(name)).length;
-}
-
-/** The static width of an `[batch, sequence, width]` input, when the export declares one. */
-async function contextWidth(model: OnnxModel): Promise<number | undefined> {
-  const width = (await model.inputs()).find((spec) => spec.name === 'encoder_hidden_states')?.shape[2];
-  return typeof width === 'number' ? width : undefined;
 }
 
 /**

@@ -71,7 +71,7 @@ export class StableDiffusionImg2ImgPipeline {
     const { numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, ...size } = generationSettings(
       options,
       await defaultImageSize(options.image, vaeScaleFactor),
-      { guidanceScale: 7.5, vaeScaleFactor },
+      { guidanceScale: 7.5, vaeScaleFactor, limits: this.components.limits },
     );
     const { strength = 0.8, generator } = options;
     const { callbacks, scheduler, context } = await startGeneration({ name: 'StableDiffusionImg2ImgPipeline', family: 'stable-diffusion' }, this, options);

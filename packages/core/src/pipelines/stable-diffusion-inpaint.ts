@@ -34,6 +34,7 @@ import {
 import { prepareIPAdapter } from './ip-adapter.js';
 import { generationSettings } from './validation.js';
 import { INPAINT_CFG_LAYOUT, SD_CFG_LAYOUT } from './cfg-layouts.js';
+import { memoizeSuccess } from '../util/memoize.js';
 
 export interface StableDiffusionInpaintOptions<
   Requested extends StableDiffusionInpaintTensorName = 'latents',
@@ -90,7 +91,7 @@ export class StableDiffusionInpaintPipeline {
   readonly components: ImageToImageComponents;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
   scheduler: Scheduler;
-  #unetInChannels?: Promise<4 | 9>;
+  readonly #unetInChannels = memoizeSuccess(() => inpaintingUnetChannels(this.components));
 
   /** Throws a `ModelLoadError` when the components lack the VAE encoder. */
   constructor(components: CommonComponents) {
@@ -114,8 +115,7 @@ export class StableDiffusionInpaintPipeline {
 
   /** 9 for an inpainting UNet, 4 for a plain one (diffusers accepts nothing else). */
   unetInChannels(): Promise<4 | 9> {
-    this.#unetInChannels ??= inpaintingUnetChannels(this.components);
-    return this.#unetInChannels;
+    return this.#unetInChannels();
   }
 
   async generate<const Requested extends StableDiffusionInpaintTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends StableDiffusionInpaintTensorName = 'latents'>(
@@ -125,7 +125,7 @@ export class StableDiffusionInpaintPipeline {
     const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
       options,
       pictureSize(options, this.components, 64),
-      { guidanceScale: 7.5, vaeScaleFactor },
+      { guidanceScale: 7.5, vaeScaleFactor, limits: this.components.limits },
     );
     const { strength = 1, generator } = options;
     await checkSameSize(options.image, options.maskImage);

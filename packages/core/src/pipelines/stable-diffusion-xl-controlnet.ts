@@ -33,6 +33,7 @@ import { textToImageTimeIds, tiledTimeIds, type StableDiffusionXLOptions } from 
 import { finishOutput, prepareLatents, type OutputType, type PipelineOutput } from './steps.js';
 import { prepareIPAdapter } from './ip-adapter.js';
 import { generationSettings } from './validation.js';
+import { memoizeSuccess } from '../util/memoize.js';
 
 export interface StableDiffusionXLControlNetLoadOptions extends StableDiffusionXLLoadOptions, ControlNetLoadOptions {}
 
@@ -81,7 +82,7 @@ export class StableDiffusionXLControlNetPipeline {
   readonly callbackTensorInputs = StableDiffusionXLControlNetPipeline.callbackTensorInputs;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
   scheduler: Scheduler;
-  #residualNames?: Promise<ResidualNames>;
+  readonly #residualNames = memoizeSuccess(() => matchResiduals(this.components, SDXL_CONTROLNET_CONDITIONING));
 
   constructor(readonly components: StableDiffusionXLControlNetComponents) {
     if (components.controlnets.length === 0) throw new InvalidArgumentError('StableDiffusionXLControlNetPipeline needs at least one ControlNet.');
@@ -100,8 +101,7 @@ export class StableDiffusionXLControlNetPipeline {
    * made for another UNet (another residual count or text width, or an SD 1.x / 2.x ControlNet).
    */
   residualNames(): Promise<ResidualNames> {
-    this.#residualNames ??= matchResiduals(this.components, SDXL_CONTROLNET_CONDITIONING);
-    return this.#residualNames;
+    return this.#residualNames();
   }
 
   async generate<const Requested extends StableDiffusionXLControlNetTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends StableDiffusionXLControlNetTensorName = 'latents'>(
@@ -112,7 +112,7 @@ export class StableDiffusionXLControlNetPipeline {
     const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
       options,
       await controlOutputSize(options, control.images[0], vaeScaleFactor),
-      { guidanceScale: 5, vaeScaleFactor },
+      { guidanceScale: 5, vaeScaleFactor, limits: this.components.limits },
     );
     // diffusers' default original size is the control image's, which is the output size.
     const timeIds = textToImageTimeIds(options, { height, width });

@@ -157,7 +157,7 @@ export class StableDiffusionXLImg2ImgPipeline {
     const { numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt, ...size } = generationSettings(
       options,
       await defaultImageSize(options.image, vaeScaleFactor),
-      { guidanceScale: 5, vaeScaleFactor },
+      { guidanceScale: 5, vaeScaleFactor, limits: this.components.limits },
     );
     const { strength = 0.3, generator } = options;
     const timeIds = imageTimeIds(options, size, this.requiresAestheticsScore);

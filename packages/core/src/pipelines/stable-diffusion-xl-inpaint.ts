@@ -28,6 +28,7 @@ import {
 import { finishOutput, type OutputType, type PipelineOutput } from './steps.js';
 import { prepareIPAdapter } from './ip-adapter.js';
 import { generationSettings } from './validation.js';
+import { memoizeSuccess } from '../util/memoize.js';
 
 export interface StableDiffusionXLInpaintOptions<
   Requested extends StableDiffusionXLInpaintTensorName = 'latents',
@@ -87,7 +88,7 @@ export class StableDiffusionXLInpaintPipeline {
   readonly requiresAestheticsScore: boolean;
   /** The scheduler template; each generation runs on its own `clone()`. Assign another to swap schedulers. */
   scheduler: Scheduler;
-  #unetInChannels?: Promise<4 | 9>;
+  readonly #unetInChannels = memoizeSuccess(() => inpaintingUnetChannels(this.components));
 
   /** Throws a `ModelLoadError` when the components lack the VAE encoder. */
   constructor(components: StableDiffusionXLComponents, settings: { requiresAestheticsScore?: boolean } = {}) {
@@ -115,8 +116,7 @@ export class StableDiffusionXLInpaintPipeline {
 
   /** 9 for an inpainting UNet, 4 for a plain one (diffusers accepts nothing else). */
   unetInChannels(): Promise<4 | 9> {
-    this.#unetInChannels ??= inpaintingUnetChannels(this.components);
-    return this.#unetInChannels;
+    return this.#unetInChannels();
   }
 
   async generate<const Requested extends StableDiffusionXLInpaintTensorName = 'latents', Output extends OutputType = 'image', const BeginRequested extends StableDiffusionXLInpaintTensorName = 'latents'>(
@@ -126,7 +126,7 @@ export class StableDiffusionXLInpaintPipeline {
     const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
       options,
       pictureSize(options, this.components, 128),
-      { guidanceScale: 7.5, vaeScaleFactor },
+      { guidanceScale: 7.5, vaeScaleFactor, limits: this.components.limits },
     );
     const { strength = 0.9999, denoisingStart, denoisingEnd, generator } = options;
     checkScheduleOptions(strength, denoisingStart, denoisingEnd, options.latents);

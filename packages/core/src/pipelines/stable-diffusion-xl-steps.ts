@@ -13,7 +13,7 @@ import { CLIPTokenizer } from '../tokenizer/clip-tokenizer.js';
 import type { DenoisingRun } from './denoise.js';
 import { componentModel, loadCommonComponents, type PipelineLoadOptions } from './loading.js';
 import { ipAdapterFeeds } from './ip-adapter.js';
-import { checkBatch, repeatRows, runTextEncoder, timestepFeed } from './steps.js';
+import { checkBatch, checkConditioningWidth, repeatRows, runTextEncoder, timestepFeed } from './steps.js';
 
 export interface StableDiffusionXLLoadOptions extends PipelineLoadOptions {
   /**
@@ -127,6 +127,7 @@ export async function encodePromptXL(components: StableDiffusionXLComponents, se
     promptEmbeds: repeatRows(promptEmbeds, settings.numImagesPerPrompt),
     pooledPromptEmbeds: repeatRows(pooledPromptEmbeds, settings.numImagesPerPrompt),
   });
+  await checkConditioningWidth(components.unet, positive.promptEmbeds, promptEmbeds ? [] : [components.textEncoder, components.textEncoder2]);
   if (!settings.doClassifierFreeGuidance) return perImage(positive);
 
   let negative: PromptEmbeddingsXL;

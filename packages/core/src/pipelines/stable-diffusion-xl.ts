@@ -124,7 +124,7 @@ export class StableDiffusionXLPipeline {
     const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
       options,
       pictureSize(options, this.components, 128),
-      { guidanceScale: 5, vaeScaleFactor },
+      { guidanceScale: 5, vaeScaleFactor, limits: this.components.limits },
     );
     const { generator } = options;
     const timeIds = textToImageTimeIds(options, { height, width });

@@ -6,7 +6,7 @@ import type { CallbackKwargs, CallbackPipeline, StableDiffusionTensorName } from
 import { AbortError, CallbackError, InvalidArgumentError, ModelLoadError } from '../errors.js';
 import { Generator } from '../random/generator.js';
 import { DDIMScheduler } from '../schedulers/index.js';
-import type { Tensor } from '../tensor.js';
+import { Tensor } from '../tensor.js';
 import { StableDiffusionPipeline, type StableDiffusionOptions } from './stable-diffusion.js';
 
 let dir: string;
@@ -63,13 +63,16 @@ describe('StableDiffusionPipeline', () => {
 
   it('writes returned latents back into the loop', async () => {
     const plain = await latentsOf({}, 1);
-    const edited = await latentsOf(
-      { callbackOnStepEnd: (_state, step, _t, kwargs) => (step === 4 ? { latents: kwargs.latents.chunk(1)[0].reshape([1, 4, 2, 2]).clone() } : kwargs) },
+    const constant = await latentsOf(
+      { callbackOnStepEnd: (_state, step, _t, kwargs) => (step === 4 ? { latents: new Tensor(new Float32Array(kwargs.latents.size).fill(0.25), kwargs.latents.shape) } : kwargs) },
       1,
     );
-    expect(edited.data).toEqual(plain.data);
-    const zeroed = await latentsOf({ callbackOnStepEnd: (_s, step, _t, kwargs) => (step === 4 ? { latents: kwargs.latents.narrow(0, 0, 1).reshape([1, 4, 2, 2]) } : kwargs) }, 1);
-    expect(zeroed.shape).toEqual([1, 4, 2, 2]);
+    expect(Array.from(constant.data)).toEqual(Array(16).fill(0.25));
+    const halvedMidway = await latentsOf(
+      { callbackOnStepEnd: (_state, step, _t, kwargs) => (step === 2 ? { latents: new Tensor(kwargs.latents.data.map((value) => value / 2), kwargs.latents.shape) } : kwargs) },
+      1,
+    );
+    expect(halvedMidway.data).not.toEqual(plain.data);
   });
 
   it('turns guidance off when a callback sets guidanceScale 0 and halves the embeddings', async () => {
@@ -149,21 +152,21 @@ describe('StableDiffusionPipeline', () => {
   });
 
   it('runs two interleaved generations exactly as their sequential results', async () => {
-    const sequentialA = await latentsOf({ guidanceScale: 7.5 }, 11);
-    const sequentialB = await latentsOf({ guidanceScale: 3 }, 12);
-    const cutA = (state: CallbackPipeline, step: number) => void (step === 0 && state.guidanceScale === 7.5 && (state.interrupt = false));
-    const [concurrentA, concurrentB] = await Promise.all([
-      latentsOf({ guidanceScale: 7.5, callbackOnStepEnd: cutA }, 11),
-      latentsOf({
-        guidanceScale: 3,
-        callbackOnStepEnd: (state, step) => {
-          expect(state.guidanceScale).toBe(3);
-          if (step === 0) state.interrupt = false;
-        },
-      }, 12),
-    ]);
+    // Each callback changes its own generation's state; shared state would leak one run's change into the other.
+    const lowersGuidance = (state: CallbackPipeline, step: number) => void (step === 1 && (state.guidanceScale = 2));
+    const stopsEarly = (state: CallbackPipeline, step: number) => {
+      if (state.guidanceScale !== 3) throw new Error(`saw guidance scale ${state.guidanceScale}`);
+      if (step === 2) state.interrupt = true;
+    };
+    const runA = () => latentsOf({ guidanceScale: 7.5, callbackOnStepEnd: lowersGuidance }, 11);
+    const runB = () => pipeline.generate({ ...base, guidanceScale: 3, callbackOnStepEnd: stopsEarly, generator: new Generator().manualSeed(12), outputType: 'latent' });
+    const [sequentialA, sequentialB] = [await runA(), await runB()];
+    expect(sequentialA.data).not.toEqual((await latentsOf({ guidanceScale: 7.5 }, 11)).data);
+    expect(sequentialB.interruptedAtStep).toBe(2);
+    const [concurrentA, concurrentB] = await Promise.all([runA(), runB()]);
     expect(concurrentA.data).toEqual(sequentialA.data);
-    expect(concurrentB.data).toEqual(sequentialB.data);
+    expect(concurrentB.images.data).toEqual(sequentialB.images.data);
+    expect(concurrentB.interruptedAtStep).toBe(2);
   });
 
   it('keeps one generation’s interrupt and guidance away from another running at the same time', async () => {

@@ -75,7 +75,7 @@ export class StableDiffusionPipeline {
     const { height, width, numInferenceSteps, guidanceScale, guidanceRescale, numImagesPerPrompt } = generationSettings(
       options,
       pictureSize(options, this.components, 64),
-      { guidanceScale: 7.5, vaeScaleFactor },
+      { guidanceScale: 7.5, vaeScaleFactor, limits: this.components.limits },
     );
     const { generator } = options;
     const { callbacks, scheduler, context } = await startGeneration({ name: 'StableDiffusionPipeline', family: 'stable-diffusion' }, this, options);

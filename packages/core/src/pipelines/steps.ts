@@ -2,7 +2,7 @@
  * The steps every pipeline shares (diffusers' `encode_prompt`, `prepare_latents`, guidance, decoding), as plain
  * functions over tensors, so each pipeline's loop stays one readable screen.
  */
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError, ModelLoadError, ModelRunError } from '../errors.js';
 import { randn, type Generator } from '../random/generator.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
 import { Tensor } from '../tensor.js';
@@ -177,7 +177,20 @@ export async function decodeLatents(vaeDecoder: OnnxModel, latents: Tensor<'floa
   for (let i = 0; i < scaled.length; i++) scaled[i] = latents.data[i] / divisor;
   const { sample } = await vaeDecoder.run({ latent_sample: new Tensor(scaled, latents.shape) }, ['sample']);
   const images = new Float32Array(sample.size);
-  for (let i = 0; i < images.length; i++) images[i] = Math.min(1, Math.max(0, sample.data[i] / 2 + 0.5));
+  let finite = true;
+  for (let i = 0; i < images.length; i++) {
+    const value = sample.data[i];
+    finite &&= value - value === 0;
+    images[i] = Math.min(1, Math.max(0, value / 2 + 0.5));
+  }
+  if (!finite) {
+    // Clamping would turn NaN into black pixels: a silently wrong picture.
+    throw new ModelRunError(
+      vaeDecoder.path,
+      'the VAE decoder returned NaN or Infinity for finite latents, typically a float16 VAE overflowing (SDXL\'s ' +
+        'original VAE does): use a float32 export or a float16-safe VAE (e.g. madebyollin/sdxl-vae-fp16-fix).',
+    );
+  }
   return new Tensor(images, sample.shape);
 }
 
@@ -210,13 +223,38 @@ export function checkBatch(name: string, tensor: Tensor<'float32'>, expectedRows
   throw new InvalidArgumentError(`${name} has ${tensor.shape[0]} rows but the next step needs ${expectedRows}: ${hint}.`);
 }
 
+/** The static width of a model's `[batch, sequence, width]` `encoder_hidden_states` input, when the export declares one. */
+export async function contextWidth(model: OnnxModel): Promise<number | undefined> {
+  const width = (await model.inputs()).find((spec) => spec.name === 'encoder_hidden_states')?.shape[2];
+  return typeof width === 'number' ? width : undefined;
+}
+
+/**
+ * Checks the prompt embeddings against the width the UNet declares, so that a UNet from another model than the
+ * folder's text encoder(s) — or embeddings made for another model — fail here with both named, not inside ONNX
+ * Runtime. `textEncoders`: the models that made the embeddings (none: the caller gave them).
+ */
+export async function checkConditioningWidth(unet: OnnxModel, promptEmbeds: Tensor<'float32'>, textEncoders: readonly OnnxModel[]): Promise<void> {
+  const expected = await contextWidth(unet);
+  const width = promptEmbeds.shape.at(-1);
+  if (expected === undefined || width === expected) return;
+  if (textEncoders.length === 0) {
+    throw new InvalidArgumentError(`promptEmbeds are ${width} wide, but the UNet (${unet.path}) takes ${expected}-wide text embeddings.`);
+  }
+  throw new ModelLoadError(
+    unet.path,
+    `takes ${expected}-wide text embeddings (encoder_hidden_states), but ${textEncoders.map((encoder) => encoder.path).join(' + ')} ` +
+      `give${textEncoders.length === 1 ? 's' : ''} ${width}: the UNet and the text encoder come from different models.`,
+  );
+}
+
 /**
  * The prompt steps of an SD 1.x generation: `normalizePrompts`, `encodePrompt`, and the embeddings as the UNet takes
  * them — `[negative; positive]` under classifier-free guidance (diffusers' `torch.cat([negative, prompt])`).
  * `batchSize` is the number of images in the latent batch (prompts × numImagesPerPrompt).
  */
 export async function encodeGuidedPrompt(
-  encoder: { tokenizer: CLIPTokenizer; textEncoder: OnnxModel },
+  encoder: { tokenizer: CLIPTokenizer; textEncoder: OnnxModel; unet: OnnxModel },
   options: {
     prompt?: string | readonly string[];
     negativePrompt?: string | readonly string[];
@@ -232,6 +270,7 @@ export async function encodeGuidedPrompt(
     promptEmbeds: options.promptEmbeds, negativePromptEmbeds: options.negativePromptEmbeds,
   });
   const { negativePromptEmbeds } = encoded;
+  await checkConditioningWidth(encoder.unet, encoded.promptEmbeds, options.promptEmbeds ? [] : [encoder.textEncoder]);
   return {
     promptEmbeds: doClassifierFreeGuidance && negativePromptEmbeds ? Tensor.cat([negativePromptEmbeds, encoded.promptEmbeds]) : encoded.promptEmbeds,
     negativePromptEmbeds,

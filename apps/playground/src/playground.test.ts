@@ -1,10 +1,9 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
-import { createServer } from 'node:net';
 import sharp from 'sharp';
 import { GENERATION_REQUEST_JSON_SCHEMA } from '@diff/core';
 import { modelDir } from '@diff/model-tiny';
 import { startWorker, type GenerationWorker } from '@diff/queue';
+import { describeWithRedis, startRedisServer, type RedisServer } from '@diff/test-fixtures';
 import { runCli } from './cli.js';
 import type { PlaygroundEvent } from './generations.js';
 import { startPlayground, type Playground } from './playground.js';
@@ -288,54 +287,15 @@ describe('the playground server', () => {
   });
 });
 
-const INSTALL_HINT = 'apt-get install -y redis-server';
-const redisServer = ((found) => (found.status === 0 ? found.stdout.trim() : undefined))(spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }));
-
-/** As @diff/queue's tests: skipped without redis-server, except under CI=true, where that is a failure. */
-function describeWithRedis(name: string, body: () => void): void {
-  if (redisServer) {
-    describe(name, body);
-  } else if (process.env.CI === 'true') {
-    test(`${name}: redis-server is installed`, () => {
-      throw new Error(`redis-server is missing and CI=true: install it (${INSTALL_HINT}).`);
-    });
-  } else {
-    process.stderr.write(`Skipping "${name}": redis-server is not installed. To run these tests: ${INSTALL_HINT}\n`);
-    describe.skip(name, body);
-  }
-}
-
-/** A redis-server of this test's own on a free port, without persistence; `stop` ends it. */
-async function startRedis(): Promise<{ url: string; stop(): Promise<void> }> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as { port: number };
-  await new Promise((resolve) => probe.close(resolve));
-  const server: ChildProcess = spawn(redisServer as string, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const exited = new Promise((resolve) => server.once('exit', resolve));
-  await new Promise<void>((resolve, reject) => {
-    let output = '';
-    server.stdout?.setEncoding('utf8').on('data', (chunk: string) => (output += chunk).includes('Ready to accept connections') && resolve());
-    void exited.then(() => reject(new Error(`redis-server exited:\n${output}`)));
-  });
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    async stop() {
-      server.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
 describeWithRedis('the playground on the workers of a queue (--redis)', () => {
-  let redis: Awaited<ReturnType<typeof startRedis>>;
+  let redis: RedisServer;
   let worker: GenerationWorker;
   let playground: Playground;
   const errors: string[] = [];
   const { url, post, start, sessionPost, events, pictureSize } = apiOf(() => playground.url);
 
   beforeAll(async () => {
-    redis = await startRedis();
+    redis = await startRedisServer();
     worker = await startWorker({ redis: redis.url, models: { tiny: modelDir }, log: (level, message) => level === 'error' && errors.push(message) });
     playground = await startPlayground({ port: 0, queue: { redis: redis.url }, logError: (message) => errors.push(message) });
   });

@@ -5,7 +5,8 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { GenerationEvent } from '@diff/core/plugin';
 import { modelDir } from '@diff/model-tiny';
-import { describeWithRedis, eventually, startWorkerProcess, TestRedis, type OutputProcess } from './__fixtures__/processes.js';
+import { describeWithRedis, startRedisServer, type OutputProcess, type RedisServer } from '@diff/test-fixtures';
+import { eventually, startWorkerProcess } from './__fixtures__/processes.js';
 import { GenerationQueue } from './index.js';
 
 const PROMPT = 'a small green square at the bottom right on a white background';
@@ -22,7 +23,7 @@ const doneLine = (id: string) => new RegExp(`^job ${id} done`);
 const startedLine = (id: string) => new RegExp(`^job ${id} started`);
 
 describeWithRedis('worker processes', () => {
-  let redis: TestRedis;
+  let redis: RedisServer;
   let queue: GenerationQueue;
   let bullConnection: Redis;
   let bullQueue: Queue;
@@ -55,7 +56,7 @@ describeWithRedis('worker processes', () => {
     brokenModelDir = join(scratch, 'broken');
     await cp(modelDir, brokenModelDir, { recursive: true });
     await writeFile(join(brokenModelDir, 'unet', 'model.onnx'), 'not an ONNX model');
-    redis = await TestRedis.start();
+    redis = await startRedisServer();
     queue = new GenerationQueue({ redis: redis.url });
     bullConnection = new Redis(redis.url);
     bullQueue = new Queue('generations', { connection: bullConnection, prefix: 'diff' });

@@ -3,7 +3,8 @@ import { Redis } from 'ioredis';
 import sharp from 'sharp';
 import { AutoPipelineForText2Image, Generator, InvalidRequestError, type GenerationEvent } from '@diff/core';
 import { modelDir } from '@diff/model-tiny';
-import { describeWithRedis, eventually, TestRedis } from './__fixtures__/processes.js';
+import { describeWithRedis, startRedisServer, type RedisServer } from '@diff/test-fixtures';
+import { eventually } from './__fixtures__/processes.js';
 import { GenerationFailedError, GenerationQueue, UnknownGenerationError, startWorker, type GenerationWorker } from './index.js';
 
 const PROMPT = 'a large red circle at the top left on a blue background';
@@ -29,7 +30,7 @@ async function pngMetadata(dataUrlOrPng: string | Buffer) {
 }
 
 describeWithRedis('GenerationQueue with a worker in this process', () => {
-  let redis: TestRedis;
+  let redis: RedisServer;
   let queue: GenerationQueue;
   /** Another process's view of the same queue (an API server, say). */
   let otherQueue: GenerationQueue;
@@ -39,7 +40,7 @@ describeWithRedis('GenerationQueue with a worker in this process', () => {
   let bullConnection: Redis;
 
   beforeAll(async () => {
-    redis = await TestRedis.start();
+    redis = await startRedisServer();
     queue = new GenerationQueue({ redis: redis.url });
     otherQueue = new GenerationQueue({ redis: redis.url });
     worker = await startWorker({ redis: redis.url, models: { tiny: modelDir }, workerName: 'in-process', log: () => undefined });

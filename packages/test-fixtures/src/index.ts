@@ -10,6 +10,8 @@
  * and/or/not, `A if C else B`, and the postfix `even` / `odd`. Anything else throws, so a new form fails loudly.
  */
 
+export { describeWithRedis, OutputProcess, RedisServer, startRedisServer } from './redis.js';
+
 /** 8-bit pixels, row-major, interleaved channels: structurally a `RawImage` of @diff/core. */
 export interface RecipeImage {
   data: Uint8Array;

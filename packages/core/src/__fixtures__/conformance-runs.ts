@@ -34,3 +34,42 @@ export function toleranceExcess(actual: ArrayLike<number>, expected: ArrayLike<n
   }
   return { excess, maxAbsDiff };
 }
+
+/** diffusers' snake_case `__call__` kwargs as our pipelines' camelCase options. */
+export function camelCaseKeys(kwargs: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(kwargs).map(([key, value]) => [key.replace(/_([a-z0-9])/g, (_, letter: string) => letter.toUpperCase()), value]));
+}
+
+/** A pipeline run of refs.json (see its README): how diffusers was called, and what it gave. */
+export interface ReferenceRun<CallbackArgs = Record<string, number>> {
+  id: string;
+  model: string;
+  scheduler: string;
+  /** Absent where diffusers crashed: the model folder's own scheduler then. */
+  scheduler_config?: Record<string, unknown>;
+  seed: number;
+  /** diffusers' `__call__` kwargs, snake_case. */
+  kwargs: Record<string, unknown>;
+  callback: string | null;
+  callback_args: CallbackArgs | null;
+  /** The latents after each step, and the output image (numpy layout); absent where diffusers crashed. */
+  steps?: Array<{ step: number; latents: number[] }>;
+  image?: { shape: number[]; data: number[] };
+  /** What diffusers fails with on this run, where it does. */
+  diffusers_error?: string;
+}
+
+/**
+ * Expects our run to match a reference run within the README's tolerances (each step's latents within
+ * 5e-4 + 5e-4·|ref|, the image within 1e-3), and logs the largest differences.
+ */
+export function expectMatchesReference(run: Pick<ReferenceRun, 'id' | 'steps' | 'image'>, stepLatents: ReadonlyArray<ArrayLike<number>>, image: { shape: readonly number[]; data: ArrayLike<number> }): void {
+  if (!run.steps || !run.image) throw new Error(`refs.json records no steps or no image for ${run.id}.`);
+  expect(stepLatents).toHaveLength(run.steps.length);
+  expect(image.shape).toEqual(run.image.shape);
+  const latentDiffs = run.steps.map((ref, i) => toleranceExcess(stepLatents[i], ref.latents, 5e-4, 5e-4));
+  const imageDiff = toleranceExcess(image.data, run.image.data, 1e-3, 0);
+  console.info(`${run.id}: latents max abs diff ${Math.max(...latentDiffs.map((diff) => diff.maxAbsDiff)).toExponential(2)}, image ${imageDiff.maxAbsDiff.toExponential(2)}`);
+  for (const diff of latentDiffs) expect(diff.excess).toBeLessThanOrEqual(0);
+  expect(imageDiff.excess).toBeLessThanOrEqual(0);
+}

@@ -4,68 +4,31 @@ import { join } from 'node:path';
 import { describedImage } from '@diff/test-fixtures';
 import type { CallbackKwargs, CallbackPipeline } from '../contract.js';
 import { Generator } from '../random/generator.js';
-import { schedulerFromConfig } from '../schedulers/index.js';
 import type { Tensor } from '../tensor.js';
 import { StableDiffusionImg2ImgPipeline } from './stable-diffusion-img2img.js';
 import { StableDiffusionInpaintPipeline } from './stable-diffusion-inpaint.js';
+import { expectMatchesReference, referenceScheduler, type ReferenceRun } from '../__fixtures__/conformance-runs.js';
 import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
 
 const conformance = SHARED_CONFORMANCE_DIR;
 
-interface RunRef {
-  id: string;
-  model: string;
-  scheduler: string;
-  scheduler_config?: Record<string, unknown>;
-  seed: number;
+interface RunRef extends ReferenceRun<{ cutoff_step_ratio: number }> {
   kwargs: { prompt: string; strength: number; num_inference_steps: number; guidance_scale: number };
-  callback_args?: { cutoff_step_ratio: number } | null;
   /** The pictures, as refs.json describes them (see `describedImage`). */
   init_image: string;
   mask_image?: string;
-  steps?: { step: number; timestep: number; latents: number[] }[];
-  image?: { shape: number[]; data: number[] };
 }
 
-const SCHEDULER_CLASSES: Record<string, string> = { ddim: 'DDIMScheduler', pndm: 'PNDMScheduler' };
 const refs = readSharedRefs<{ sd_runs: RunRef[]; inpaint_runs: RunRef[] }>();
 const refCase = (section: 'sd_runs' | 'inpaint_runs', id: string) => refs![section].find((entry) => entry.id === id)!;
-
-/** The largest |ours − ref| − (atol + rtol·|ref|) (≤ 0 passes) and the largest |ours − ref|. */
-function compare(ours: ArrayLike<number>, ref: readonly number[], atol: number, rtol: number) {
-  expect(ours.length).toBe(ref.length);
-  let excess = -Infinity;
-  let maxAbsDiff = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const diff = Math.abs(ours[i] - ref[i]);
-    excess = Math.max(excess, diff - (atol + rtol * Math.abs(ref[i])));
-    maxAbsDiff = Math.max(maxAbsDiff, diff);
-  }
-  return { excess, maxAbsDiff };
-}
 
 function optionsOf(ref: RunRef) {
   const { prompt, strength, num_inference_steps: numInferenceSteps, guidance_scale: guidanceScale } = ref.kwargs;
   return { prompt, strength, numInferenceSteps, guidanceScale, generator: new Generator().manualSeed(ref.seed), outputType: 'np' as const };
 }
 
-function schedulerOf(ref: RunRef) {
-  return ref.scheduler_config && schedulerFromConfig({ ...ref.scheduler_config, _class_name: SCHEDULER_CLASSES[ref.scheduler] });
-}
-
-/** Checks every step's latents and the image, and reports the largest differences. */
-function expectMatches(ref: RunRef, steps: Float32Array[], image: Tensor) {
-  expect(steps).toHaveLength(ref.steps!.length);
-  let worstLatents = 0;
-  ref.steps!.forEach((expected, i) => {
-    const { excess, maxAbsDiff } = compare(steps[i], expected.latents, 5e-4, 5e-4);
-    expect(excess).toBeLessThanOrEqual(0);
-    worstLatents = Math.max(worstLatents, maxAbsDiff);
-  });
-  expect(image.shape).toEqual(ref.image!.shape);
-  const imageDiff = compare(image.data, ref.image!.data, 1e-3, 0);
-  expect(imageDiff.excess).toBeLessThanOrEqual(0);
-  console.log(`${ref.id}: max |latents − ref| = ${worstLatents.toExponential(2)}, max |image − ref| = ${imageDiff.maxAbsDiff.toExponential(2)}`);
+function schedulerOf({ scheduler, scheduler_config }: RunRef) {
+  return scheduler_config && referenceScheduler({ scheduler, scheduler_config });
 }
 
 const recordLatents = (steps: Float32Array[]) => (_pipeline: unknown, _step: number, _timestep: number, kwargs: { latents: Tensor }) => {
@@ -79,7 +42,7 @@ const recordLatents = (steps: Float32Array[]) => (_pipeline: unknown, _step: num
     const steps: Float32Array[] = [];
     const { images } = await pipe.generate({ ...optionsOf(ref), image: describedImage(ref.init_image), callbackOnStepEnd: recordLatents(steps) });
     await pipe.dispose();
-    expectMatches(ref, steps, images);
+    expectMatchesReference(ref, steps, images);
   });
 
   it('inpaint-ddim-full', async () => {
@@ -88,7 +51,7 @@ const recordLatents = (steps: Float32Array[]) => (_pipeline: unknown, _step: num
     const steps: Float32Array[] = [];
     const { images } = await pipe.generate({ ...optionsOf(ref), image: describedImage(ref.init_image), maskImage: describedImage(ref.mask_image!), callbackOnStepEnd: recordLatents(steps) });
     await pipe.dispose();
-    expectMatches(ref, steps, images);
+    expectMatchesReference(ref, steps, images);
   });
 
   it('inpaint-pndm-cfgcut runs to the end with the mask and masked-image latents halved at the cut-off', async () => {

@@ -1,18 +1,17 @@
-import { jest } from '@jest/globals';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeToyPipeline } from '../testing/toy-models.js';
 import type { CallbackKwargs, CallbackPipeline, StableDiffusionInpaintTensorName } from '../contract.js';
 import { InvalidArgumentError, ModelLoadError, UnsupportedError } from '../errors.js';
 import { Generator, randn } from '../random/generator.js';
 import type { ModelFeeds } from '../runtime/feeds.js';
-import { DDIMScheduler } from '../schedulers/index.js';
-import { Tensor } from '../tensor.js';
-import { maskOutImage, preprocessImage } from './image-latents.js';
-import type { RawImage } from './images.js';
+import type { Tensor } from '../tensor.js';
 import { StableDiffusionInpaintPipeline, type StableDiffusionInpaintOptions } from './stable-diffusion-inpaint.js';
 import { StableDiffusionPipeline } from './stable-diffusion.js';
+import {
+  LATENT_MASK, LEFT_HALF_MASK, channels, ddimAt, expectClose, expectKnownRegionPutBack, expectedDraws, loadInpaintingToys, mask, maskedPicture,
+  picture, sampledLatents, type InpaintingToys,
+} from '../__fixtures__/inpainting.js';
+import { recordRuns, restoreModelRuns } from '../__fixtures__/model-runs.js';
 
 type Kwargs = CallbackKwargs<StableDiffusionInpaintTensorName>;
 type Doubled = 'promptEmbeds' | 'mask' | 'maskedImageLatents';
@@ -27,81 +26,25 @@ function cfgCutoff(cutoffStep: number, halved: readonly Doubled[] = DOUBLED) {
   };
 }
 
+let toys: InpaintingToys<StableDiffusionInpaintPipeline>;
 let dir: string;
-/** The toy inpainting export: a UNet with 9 input channels. */
 let inpaint9: StableDiffusionInpaintPipeline;
-/** The toy text-to-image export used for inpainting: a UNet with 4 input channels. */
 let inpaint4: StableDiffusionInpaintPipeline;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'diff-inpaint-'));
-  await writeToyPipeline(join(dir, 'sd-inpaint'), 'sd-inpaint');
-  await writeToyPipeline(join(dir, 'sd'), 'sd');
-  inpaint9 = await StableDiffusionInpaintPipeline.fromPretrained(join(dir, 'sd-inpaint'));
-  inpaint4 = await StableDiffusionInpaintPipeline.fromPretrained(join(dir, 'sd'));
-  // DDIM: scaleModelInput is the identity and initNoiseSigma 1, so UNet feeds read as latents.
-  for (const pipe of [inpaint9, inpaint4]) pipe.scheduler = DDIMScheduler.fromConfig(pipe.components.scheduler.config);
+  toys = await loadInpaintingToys(StableDiffusionInpaintPipeline, 'sd');
+  ({ dir, inpaint9, inpaint4 } = toys);
 });
+afterAll(() => toys.dispose());
+afterEach(restoreModelRuns);
 
-afterAll(async () => {
-  await Promise.all([inpaint9.dispose(), inpaint4.dispose()]);
-  await rm(dir, { recursive: true, force: true });
-});
-
-function picture(width = 16, height = 16): RawImage {
-  const data = new Uint8Array(width * height * 3);
-  for (let i = 0; i < data.length; i++) data[i] = (i * 37) % 256;
-  return { data, width, height, channels: 3 };
-}
-
-/** An L mask, `value(x, y)` per pixel. */
-function mask(width: number, height: number, value: (x: number, y: number) => number): RawImage {
-  const data = new Uint8Array(width * height);
-  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) data[y * width + x] = value(x, y);
-  return { data, width, height, channels: 1 };
-}
-
-/** Repaint the left half: on the 2×2 latent grid, column 0 is 1 and column 1 is 0. */
-const leftHalf = mask(16, 16, (x) => (x < 8 ? 255 : 0));
-const LATENT_MASK = [1, 0, 1, 0];
-const base = { prompt: 'a red cat', image: picture(), maskImage: leftHalf, height: 16, width: 16, numInferenceSteps: 4 } as const;
+const base = { prompt: 'a red cat', image: picture(), maskImage: LEFT_HALF_MASK, height: 16, width: 16, numInferenceSteps: 4 } as const;
 
 async function unetFeeds(pipe: StableDiffusionInpaintPipeline, options: Partial<StableDiffusionInpaintOptions<StableDiffusionInpaintTensorName, 'latent'>>) {
-  const spy = jest.spyOn(pipe.components.unet, 'run');
-  try {
-    await pipe.generate({ ...base, outputType: 'latent', ...options });
-    return spy.mock.calls.map(([feeds]) => feeds as ModelFeeds & { sample: Tensor });
-  } finally {
-    spy.mockRestore();
-  }
+  const calls = recordRuns(pipe.components.unet);
+  await pipe.generate({ ...base, outputType: 'latent', ...options });
+  return calls.map(({ feeds }) => feeds as ModelFeeds & { sample: Tensor });
 }
-
-/** Channels [from, from + count) of a [B, C, h, w] tensor's first row, flattened. */
-function channels(tensor: Tensor, from: number, count: number): number[] {
-  return Array.from(tensor.narrow(0, 0, 1).narrow(1, from, count).data);
-}
-
-/** scalingFactor · (mean + exp(logvar / 2)·ε) from the toy VAE encoder, ε the next draw of `generator`. */
-async function sampledLatents(pipe: StableDiffusionInpaintPipeline, image: Tensor, generator: Generator): Promise<number[]> {
-  const { latent_parameters: parameters } = await pipe.components.vaeEncoder.run({ sample: image });
-  const [mean, logvar] = parameters.chunk(2, 1);
-  const epsilon = randn(mean.shape, { generator });
-  return Array.from(mean.data, (m, i) => 0.18215 * (m + Math.exp(logvar.data[i] / 2) * epsilon.data[i]));
-}
-
-function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance = 1e-5): void {
-  expect(actual.length).toBe(expected.length);
-  for (let i = 0; i < expected.length; i++) expect(Math.abs(actual[i] - expected[i])).toBeLessThanOrEqual(tolerance);
-}
-
-function ddimAt(pipe: StableDiffusionInpaintPipeline, steps: number): DDIMScheduler {
-  const scheduler = DDIMScheduler.fromConfig(pipe.components.scheduler.config);
-  scheduler.setTimesteps(steps);
-  return scheduler;
-}
-
-const image16 = () => preprocessImage(base.image, { width: 16, height: 16 });
-const maskedImage16 = async () => maskOutImage(await image16(), new Tensor(Float32Array.from({ length: 256 }, (_, i) => (i % 16 < 8 ? 1 : 0)), [1, 1, 16, 16]));
 
 describe('StableDiffusionInpaintPipeline with a 9-channel UNet', () => {
   it('detects the UNet kind from its config, or from the ONNX input when the config is missing', async () => {
@@ -141,18 +84,15 @@ describe('StableDiffusionInpaintPipeline with a 9-channel UNet', () => {
     const generator = new Generator().manualSeed(5);
     const noise = randn([1, 4, 2, 2], { generator });
     expect(channels(feeds[0].sample, 0, 4)).toEqual(Array.from(noise.data));
-    expectClose(channels(feeds[0].sample, 5, 4), await sampledLatents(inpaint9, await maskedImage16(), generator));
+    expectClose(channels(feeds[0].sample, 5, 4), (await sampledLatents(inpaint9, await maskedPicture(), generator)).data);
   });
 
   it('below strength 1 draws the picture sample, the noise, then the masked picture sample, and skips the first steps', async () => {
     const feeds = await unetFeeds(inpaint9, { generator: new Generator().manualSeed(6), guidanceScale: 1, strength: 0.5 });
     expect(feeds).toHaveLength(2);
-    const generator = new Generator().manualSeed(6);
-    const imageLatents = await sampledLatents(inpaint9, await image16(), generator);
-    const noise = randn([1, 4, 2, 2], { generator });
-    const start = ddimAt(inpaint9, 4).addNoise(new Tensor(Float32Array.from(imageLatents), [1, 4, 2, 2]), noise, 251);
-    expectClose(channels(feeds[0].sample, 0, 4), start.data);
-    expectClose(channels(feeds[0].sample, 5, 4), await sampledLatents(inpaint9, await maskedImage16(), generator));
+    const { imageLatents, noise, maskedImageLatents } = await expectedDraws(inpaint9, 6);
+    expectClose(channels(feeds[0].sample, 0, 4), ddimAt(inpaint9, 4).addNoise(imageLatents, noise, 251).data);
+    expectClose(channels(feeds[0].sample, 5, 4), maskedImageLatents.data);
   });
 
   it('binarises the mask: mid-grey 127 keeps everything, 128 repaints everything', async () => {
@@ -214,22 +154,11 @@ describe('StableDiffusionInpaintPipeline with a 4-channel UNet', () => {
     });
     expect(feeds[0].sample.shape).toEqual([1, 4, 2, 2]);
 
-    // Draws: the picture's VAE sample (needed for the blending), the noise, then the masked picture's sample.
-    const generator = new Generator().manualSeed(9);
-    const imageLatents = new Tensor(Float32Array.from(await sampledLatents(inpaint4, await image16(), generator)), [1, 4, 2, 2]);
-    const noise = randn([1, 4, 2, 2], { generator });
-    expectClose(seen[0].maskedImageLatents.data, await sampledLatents(inpaint4, await maskedImage16(), generator));
+    // Even at strength 1 the picture's VAE sample is drawn: the blending needs it.
+    const { imageLatents, noise, maskedImageLatents } = await expectedDraws(inpaint4, 9);
+    expectClose(seen[0].maskedImageLatents.data, maskedImageLatents.data);
     expect(Array.from(feeds[0].sample.data)).toEqual(Array.from(noise.data)); // strength 1: pure noise
-
-    const reference = ddimAt(inpaint4, 4);
-    const timesteps = Array.from(reference.timesteps);
-    latentsPerStep.forEach((latents, step) => {
-      const known = step < timesteps.length - 1 ? reference.addNoise(imageLatents, noise, timesteps[step + 1]) : imageLatents;
-      latents.data.forEach((value, i) => {
-        if (LATENT_MASK[i % 4] === 0) expect(value).toBeCloseTo(known.data[i], 6);
-        else expect(Math.abs(value - known.data[i])).toBeGreaterThan(1e-4);
-      });
-    });
+    expectKnownRegionPutBack(latentsPerStep, imageLatents, noise, ddimAt(inpaint4, 4));
   });
 
   it('blends with the conditional half of the mask under guidance, and with the halved mask after a cut-off', async () => {
@@ -238,9 +167,9 @@ describe('StableDiffusionInpaintPipeline with a 4-channel UNet', () => {
       ...base, generator, outputType: 'latent',
       callbackOnStepEnd: cfgCutoff(1), callbackOnStepEndTensorInputs: DOUBLED,
     });
-    const imageLatents = await sampledLatents(inpaint4, await image16(), new Generator().manualSeed(2));
+    const { imageLatents } = await expectedDraws(inpaint4, 2);
     images.data.forEach((value, i) => {
-      if (LATENT_MASK[i % 4] === 0) expect(value).toBeCloseTo(imageLatents[i], 6);
+      if (LATENT_MASK[i % 4] === 0) expect(value).toBeCloseTo(imageLatents.data[i], 6);
     });
   });
 });

@@ -1,4 +1,4 @@
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describedImage } from '@diff/test-fixtures';
@@ -6,49 +6,24 @@ import { writeToyPipeline } from '../testing/toy-models.js';
 import type { CallbackKwargs, CallbackPipeline, CallbackPlugin, StableDiffusionXLControlNetTensorName } from '../contract.js';
 import { InvalidArgumentError, ModelLoadError } from '../errors.js';
 import { Generator } from '../random/generator.js';
-import type { ModelFeeds } from '../runtime/feeds.js';
-import type { OnnxModel } from '../runtime/onnx-model.js';
 import { Tensor } from '../tensor.js';
 import { AutoPipelineForText2Image } from './auto-pipeline.js';
 import { StableDiffusionXLControlNetPipeline, type StableDiffusionXLControlNetOptions } from './stable-diffusion-xl-controlnet.js';
-import { referenceScheduler, toleranceExcess } from '../__fixtures__/conformance-runs.js';
+import {
+  UNET_RESIDUAL_INPUTS, controlNetActed, expectGuessModeResidualsFed, expectResidualsFed, loadControlNetToys, type ControlNetToys,
+} from '../__fixtures__/controlnet.js';
+import { camelCaseKeys, expectMatchesReference, referenceScheduler, type ReferenceRun } from '../__fixtures__/conformance-runs.js';
+import { recordRuns, restoreModelRuns, rowsFed, tensorFeed } from '../__fixtures__/model-runs.js';
 import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
 
 type Name = StableDiffusionXLControlNetTensorName;
 type LatentOptions = Partial<StableDiffusionXLControlNetOptions<Name, 'latent'>>;
 
-interface ModelCall {
-  feeds: ModelFeeds;
-  outputs: Record<string, Tensor>;
-}
+afterEach(restoreModelRuns);
 
-const restorers: Array<() => void> = [];
-afterEach(() => restorers.splice(0).forEach((restore) => restore()));
-
-/** Records every run of `model` (its feeds and outputs) until the end of the test. */
-function recordRuns(model: OnnxModel): ModelCall[] {
-  const calls: ModelCall[] = [];
-  const run = model.run.bind(model);
-  model.run = async (feeds, outputNames) => {
-    const outputs = await run(feeds, outputNames);
-    calls.push({ feeds, outputs });
-    return outputs;
-  };
-  restorers.push(() => Reflect.deleteProperty(model, 'run'));
-  return calls;
-}
-
-const tensorFeed = (call: ModelCall, name: string) => call.feeds[name] as Tensor;
-const rowsFed = (calls: ModelCall[], name: string) => calls.map((call) => tensorFeed(call, name).shape[0]);
 /** Rows `rows` of a tensor, stacked. */
 const pickRows = (tensor: Tensor, rows: readonly number[]) => Tensor.cat(rows.map((row) => tensor.narrow(0, row, 1)));
-const RESIDUAL_OUTPUTS = ['down_block_res_sample_0', 'down_block_res_sample_1', 'down_block_res_sample_2', 'down_block_res_sample_3', 'mid_block_res_sample'];
-const RESIDUAL_INPUTS = [
-  'down_block_additional_residual_0', 'down_block_additional_residual_1', 'down_block_additional_residual_2',
-  'down_block_additional_residual_3', 'mid_block_additional_residual',
-];
 const CONDITIONING_FEEDS = ['encoder_hidden_states', 'text_embeds', 'time_ids'];
-const scaled = (tensor: Tensor, factor: number) => Array.from(tensor.data, (value) => Math.fround(value * Math.fround(factor)));
 
 /**
  * diffusers' SDXLControlnetCFGCutoffCallback as a plugin: at the cut-off step, guidance off and every CFG-doubled
@@ -65,29 +40,17 @@ function controlnetCfgCutoff(cutoffStepRatio: number): CallbackPlugin<'promptEmb
   };
 }
 
-let dir: string;
-let multiDir: string;
+let toys: ControlNetToys<StableDiffusionXLControlNetPipeline>;
 let pipeline: StableDiffusionXLControlNetPipeline;
 let multi: StableDiffusionXLControlNetPipeline;
 const square = describedImage('RGB 16x16: white where |x-8| <= 4 and |y-7| <= 3, else black');
 const stripes = describedImage('RGB 16x16: white where x % 4 < 2, else black');
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'diff-sdxl-controlnet-'));
-  await writeToyPipeline(dir, 'sdxl-controlnet');
-  multiDir = await mkdtemp(join(tmpdir(), 'diff-sdxl-multicontrolnet-'));
-  await cp(dir, multiDir, { recursive: true });
-  await cp(join(dir, 'controlnet'), join(multiDir, 'controlnet_1'), { recursive: true });
-  pipeline = await StableDiffusionXLControlNetPipeline.fromPretrained(dir);
-  multi = await StableDiffusionXLControlNetPipeline.fromPretrained(multiDir);
+  toys = await loadControlNetToys(StableDiffusionXLControlNetPipeline, 'sdxl-controlnet');
+  ({ pipeline, multi } = toys);
 });
-
-afterAll(async () => {
-  await pipeline.dispose();
-  await multi.dispose();
-  await rm(dir, { recursive: true, force: true });
-  await rm(multiDir, { recursive: true, force: true });
-});
+afterAll(() => toys.dispose());
 
 const base = { prompt: 'a red square', numInferenceSteps: 5, image: square } as const;
 function latentsOf(options: LatentOptions = {}, on = pipeline, seed = 0): Promise<Tensor> {
@@ -142,9 +105,7 @@ describe('StableDiffusionXLControlNetPipeline', () => {
       expect(call.feeds.conditioning_scale).toBe(1);
       for (const name of ['sample', ...CONDITIONING_FEEDS]) expect(tensorFeed(call, name)).toBe(tensorFeed(unetCall, name));
       expect(tensorFeed(call, 'controlnet_cond').shape).toEqual([2, 3, 16, 16]);
-      RESIDUAL_OUTPUTS.forEach((output, k) => {
-        expect(Array.from(tensorFeed(unetCall, RESIDUAL_INPUTS[k]).data)).toEqual(scaled(call.outputs[output], 0.5));
-      });
+      expectResidualsFed(unetCall, [call], [0.5]);
     });
     expect((await latentsOf()).data).not.toEqual((await latentsOf({ controlnetConditioningScale: 0 })).data);
   });
@@ -154,7 +115,6 @@ describe('StableDiffusionXLControlNetPipeline', () => {
     const unetCalls = recordRuns(pipeline.components.unet);
     // Negative sizes make the negative time ids differ; two images tile the [negative, positive] pairs.
     await latentsOf({ guessMode: true, controlnetConditioningScale: 0.8, numImagesPerPrompt: 2, negativeOriginalSize: [32, 32], negativeTargetSize: [8, 8] });
-    const depthWeights = [0.1, 10 ** -0.75, 10 ** -0.5, 10 ** -0.25, 1]; // torch.logspace(-1, 0, 5)
     controlCalls.forEach((call, step) => {
       const unetCall = unetCalls[step];
       expect(tensorFeed(call, 'sample').data).toEqual(tensorFeed(unetCall, 'sample').narrow(0, 2, 2).data);
@@ -163,12 +123,7 @@ describe('StableDiffusionXLControlNetPipeline', () => {
       expect(Array.from(tensorFeed(call, 'time_ids').data)).toEqual([16, 16, 0, 0, 16, 16, 16, 16, 0, 0, 16, 16]);
       expect(pickRows(tensorFeed(unetCall, 'time_ids'), [0, 2]).data).toEqual(Float32Array.from([32, 32, 0, 0, 8, 8, 32, 32, 0, 0, 8, 8]));
       expect(tensorFeed(call, 'controlnet_cond').shape).toEqual([2, 3, 16, 16]);
-      RESIDUAL_OUTPUTS.forEach((output, k) => {
-        const [unconditional, conditional] = tensorFeed(unetCall, RESIDUAL_INPUTS[k]).chunk(2);
-        expect(unconditional.data.every((value) => value === 0)).toBe(true);
-        const produced = call.outputs[output].data;
-        conditional.data.forEach((value, i) => expect(value / produced[i]).toBeCloseTo(0.8 * depthWeights[k], 5));
-      });
+      expectGuessModeResidualsFed(unetCall, call, 0.8);
     });
   });
 
@@ -176,8 +131,7 @@ describe('StableDiffusionXLControlNetPipeline', () => {
     const unetCalls = recordRuns(pipeline.components.unet);
     await latentsOf({ controlGuidanceStart: 0.4, controlGuidanceEnd: 0.8 });
     // 5 timesteps: step i acts when i/5 ≥ 0.4 and (i + 1)/5 ≤ 0.8, as diffusers' controlnet_keep.
-    const acting = unetCalls.map((call) => RESIDUAL_INPUTS.some((name) => tensorFeed(call, name).data.some((value) => value !== 0)));
-    expect(acting).toEqual([false, false, true, true, false]);
+    expect(controlNetActed(unetCalls)).toEqual([false, false, true, true, false]);
   });
 
   it('sums the residuals of two ControlNets, each with its picture, scale and schedule', async () => {
@@ -187,14 +141,7 @@ describe('StableDiffusionXLControlNetPipeline', () => {
     expect(first.image.shape).toEqual([2, 6, 16, 16]);
     expect(tensorFeed(firstCalls[0], 'controlnet_cond').data).toEqual(first.image.narrow(1, 0, 3).data);
     expect(tensorFeed(secondCalls[0], 'controlnet_cond').data).toEqual(first.image.narrow(1, 3, 3).data);
-    unetCalls.forEach((call, step) => {
-      const secondScale = (step + 1) / 5 > 0.6 ? 0 : 0.5;
-      RESIDUAL_OUTPUTS.forEach((output, k) => {
-        const second = scaled(secondCalls[step].outputs[output], secondScale);
-        const expected = firstCalls[step].outputs[output].data.map((value, i) => value + second[i]);
-        expect(tensorFeed(call, RESIDUAL_INPUTS[k]).data).toEqual(expected);
-      });
-    });
+    unetCalls.forEach((call, step) => expectResidualsFed(call, [firstCalls[step], secondCalls[step]], [1, (step + 1) / 5 > 0.6 ? 0 : 0.5]));
   });
 
   it('after a guidance cut-off with two images per prompt feeds the models the conditional half and runs to the end', async () => {
@@ -202,7 +149,7 @@ describe('StableDiffusionXLControlNetPipeline', () => {
     const unetCalls = recordRuns(pipeline.components.unet);
     const seen = await tensorsSeen({ callbackOnStepEnd: controlnetCfgCutoff(0.4), numImagesPerPrompt: 2 });
     for (const name of ['sample', 'controlnet_cond', ...CONDITIONING_FEEDS]) expect(rowsFed(controlCalls, name)).toEqual([4, 4, 4, 2, 2]);
-    for (const name of ['sample', ...CONDITIONING_FEEDS, ...RESIDUAL_INPUTS]) expect(rowsFed(unetCalls, name)).toEqual([4, 4, 4, 2, 2]);
+    for (const name of ['sample', ...CONDITIONING_FEEDS, ...UNET_RESIDUAL_INPUTS]) expect(rowsFed(unetCalls, name)).toEqual([4, 4, 4, 2, 2]);
     // The conditional rows kept: each image's positive time ids, the second half of the control image.
     expect(seen[2].addTimeIds.data).toEqual(pickRows(seen[1].addTimeIds, [1, 3]).data);
     expect(seen[2].image.data).toEqual(seen[1].image.narrow(0, 2, 2).data);
@@ -212,7 +159,7 @@ describe('StableDiffusionXLControlNetPipeline', () => {
     const guessControl = recordRuns(pipeline.components.controlnets[0].model);
     await latentsOf({ callbackOnStepEnd: controlnetCfgCutoff(0.4), guessMode: true, numImagesPerPrompt: 2 });
     expect(rowsFed(guessControl, 'controlnet_cond')).toEqual([2, 2, 2, 2, 2]);
-    expect(rowsFed(guessUnet, RESIDUAL_INPUTS[0])).toEqual([4, 4, 4, 2, 2]);
+    expect(rowsFed(guessUnet, UNET_RESIDUAL_INPUTS[0])).toEqual([4, 4, 4, 2, 2]);
   });
 
   it('explains the fix when a callback leaves the control image doubled after turning guidance off', async () => {
@@ -250,7 +197,7 @@ describe('StableDiffusionXLControlNetPipeline.fromPretrained', () => {
 
   it('refuses an SD 1.x ControlNet, which was made for another UNet', async () => {
     await writeToyPipeline(other, 'sd-controlnet');
-    const mismatched = await StableDiffusionXLControlNetPipeline.fromPretrained(dir, { controlnets: [join(other, 'controlnet')] });
+    const mismatched = await StableDiffusionXLControlNetPipeline.fromPretrained(toys.dir, { controlnets: [join(other, 'controlnet')] });
     try {
       const run = latentsOf({}, mismatched);
       await expect(run).rejects.toThrow(ModelLoadError);
@@ -264,7 +211,7 @@ describe('StableDiffusionXLControlNetPipeline.fromPretrained', () => {
 
   it('refuses a ControlNet whose text embeddings are not as wide as the UNet’s', async () => {
     await writeToyPipeline(other, 'sdxl-controlnet', { hiddenSize: 4 });
-    const mismatched = await StableDiffusionXLControlNetPipeline.fromPretrained(dir, { controlnets: [join(other, 'controlnet')] });
+    const mismatched = await StableDiffusionXLControlNetPipeline.fromPretrained(toys.dir, { controlnets: [join(other, 'controlnet')] });
     try {
       await expect(mismatched.residualNames()).rejects.toThrow(/takes text embeddings 8 wide, but the UNet \(.*\) takes 16: this ControlNet was made for another UNet/);
     } finally {
@@ -275,11 +222,11 @@ describe('StableDiffusionXLControlNetPipeline.fromPretrained', () => {
   it('refuses a folder without a ControlNet and an empty controlnets list', async () => {
     await writeToyPipeline(other, 'sdxl');
     await expect(StableDiffusionXLControlNetPipeline.fromPretrained(other)).rejects.toThrow(/controlnet[/\\]model\.onnx: is missing/);
-    await expect(StableDiffusionXLControlNetPipeline.fromPretrained(dir, { controlnets: [] })).rejects.toThrow(/controlnets lists no folder/);
+    await expect(StableDiffusionXLControlNetPipeline.fromPretrained(toys.dir, { controlnets: [] })).rejects.toThrow(/controlnets lists no folder/);
   });
 
   it('is what AutoPipelineForText2Image loads for an SDXL ControlNet folder', async () => {
-    const auto = await AutoPipelineForText2Image.fromPretrained(dir);
+    const auto = await AutoPipelineForText2Image.fromPretrained(toys.dir);
     try {
       expect(auto).toBeInstanceOf(StableDiffusionXLControlNetPipeline);
     } finally {
@@ -289,19 +236,9 @@ describe('StableDiffusionXLControlNetPipeline.fromPretrained', () => {
 });
 
 // The diffusers references, where the shared conformance data is present.
-interface ControlNetRunRef {
-  id: string;
-  model: string;
-  scheduler: string;
-  scheduler_config?: Record<string, unknown>;
-  seed: number;
-  kwargs: Record<string, unknown>;
-  callback: string | null;
-  callback_args: Record<string, number> | null;
+interface ControlNetRunRef extends ReferenceRun {
+  /** The control picture, as refs.json describes it (see `describedImage`). */
   control_image: string;
-  steps?: Array<{ step: number; latents: number[] }>;
-  image?: { shape: number[]; data: number[] };
-  diffusers_error?: string;
 }
 
 /** The refs' callbacks by name. */
@@ -309,11 +246,6 @@ const CALLBACKS: Readonly<Record<string, (args: Record<string, number>) => Callb
   SDXLControlnetCFGCutoffCallback: (args) => controlnetCfgCutoff(args.cutoff_step_ratio),
 };
 const sdxlControlnetRuns: ControlNetRunRef[] = readSharedRefs<{ sdxl_controlnet_runs?: ControlNetRunRef[] }>()?.sdxl_controlnet_runs ?? [];
-
-/** diffusers' snake_case `__call__` kwargs as this pipeline's options. */
-function camelCaseKeys(kwargs: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(kwargs).map(([key, value]) => [key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()), value]));
-}
 
 (sdxlControlnetRuns.length > 0 ? describe : describe.skip)('diffusers conformance (shared refs.json sdxl_controlnet_runs)', () => {
   test.each(sdxlControlnetRuns.map((run) => [run.id, run] as const))('%s', async (_id, run) => {
@@ -347,13 +279,7 @@ function camelCaseKeys(kwargs: Record<string, unknown>): Record<string, unknown>
         console.info(`${run.id}: completed (diffusers: ${run.diffusers_error})`);
         return;
       }
-      expect(steps).toHaveLength(run.steps!.length);
-      const latentDiffs = run.steps!.map((ref, i) => toleranceExcess(steps[i].latents.data, ref.latents, 5e-4, 5e-4));
-      const image = toleranceExcess(images.data, run.image!.data, 1e-3, 0);
-      console.info(`${run.id}: latents max abs diff ${Math.max(...latentDiffs.map((d) => d.maxAbsDiff)).toExponential(2)}, image ${image.maxAbsDiff.toExponential(2)}`);
-      for (const diff of latentDiffs) expect(diff.excess).toBeLessThanOrEqual(0);
-      expect(images.shape).toEqual(run.image!.shape);
-      expect(image.excess).toBeLessThanOrEqual(0);
+      expectMatchesReference(run, steps.map((step) => step.latents.data), images);
     } finally {
       await controlnet.dispose();
     }

@@ -1,6 +1,4 @@
-import { jest } from '@jest/globals';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describedImage } from '@diff/test-fixtures';
 import { PipelineCallback } from '../callbacks/pipeline-callback.js';
@@ -9,13 +7,15 @@ import { InvalidArgumentError, ModelLoadError, UnsupportedError } from '../error
 import { Generator, randn } from '../random/generator.js';
 import type { ModelFeeds } from '../runtime/feeds.js';
 import type { OnnxModel } from '../runtime/onnx-model.js';
-import { DDIMScheduler, schedulerFromConfig } from '../schedulers/index.js';
 import { Tensor } from '../tensor.js';
-import { writeToyPipeline } from '../testing/toy-models.js';
+import { camelCaseKeys, expectMatchesReference, referenceScheduler, type ReferenceRun } from '../__fixtures__/conformance-runs.js';
+import {
+  LATENT_MASK, LEFT_HALF_MASK, channels, ddimAt, expectClose, expectKnownRegionPutBack, expectedDraws, loadInpaintingToys, mask, maskedPicture,
+  picture, sampledLatents, type InpaintingToys,
+} from '../__fixtures__/inpainting.js';
+import { recordRuns, restoreModelRuns } from '../__fixtures__/model-runs.js';
 import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
 import { AutoPipelineForInpainting } from './auto-pipeline.js';
-import { maskOutImage, preprocessImage } from './image-latents.js';
-import type { RawImage } from './images.js';
 import { StableDiffusionXLInpaintPipeline, type StableDiffusionXLInpaintOptions } from './stable-diffusion-xl-inpaint.js';
 
 type Name = StableDiffusionXLInpaintTensorName;
@@ -32,55 +32,27 @@ class SDXLCFGCutoff extends PipelineCallback<'promptEmbeds' | 'addTextEmbeds' | 
   }
 }
 
+let toys: InpaintingToys<StableDiffusionXLInpaintPipeline>;
 let dir: string;
-/** The toy SDXL inpainting export: a UNet with 9 input channels. */
 let inpaint9: StableDiffusionXLInpaintPipeline;
-/** The toy SDXL text-to-image export used for inpainting: a UNet with 4 input channels. */
 let inpaint4: StableDiffusionXLInpaintPipeline;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'diff-sdxl-inpaint-'));
-  await writeToyPipeline(join(dir, 'sdxl-inpaint'), 'sdxl-inpaint');
-  await writeToyPipeline(join(dir, 'sdxl'), 'sdxl');
-  inpaint9 = await StableDiffusionXLInpaintPipeline.fromPretrained(join(dir, 'sdxl-inpaint'));
-  inpaint4 = await StableDiffusionXLInpaintPipeline.fromPretrained(join(dir, 'sdxl'));
-  // DDIM: scaleModelInput is the identity and initNoiseSigma 1, so UNet feeds read as latents.
-  for (const pipe of [inpaint9, inpaint4]) pipe.scheduler = DDIMScheduler.fromConfig(pipe.components.scheduler.config);
+  toys = await loadInpaintingToys(StableDiffusionXLInpaintPipeline, 'sdxl');
+  ({ dir, inpaint9, inpaint4 } = toys);
 });
+afterAll(() => toys.dispose());
+afterEach(restoreModelRuns);
 
-afterAll(async () => {
-  await Promise.all([inpaint9.dispose(), inpaint4.dispose()]);
-  await rm(dir, { recursive: true, force: true });
-});
-
-function picture(width = 16, height = 16): RawImage {
-  const data = new Uint8Array(width * height * 3);
-  for (let i = 0; i < data.length; i++) data[i] = (i * 37) % 256;
-  return { data, width, height, channels: 3 };
-}
-
-/** An L mask, `value(x, y)` per pixel. */
-function mask(width: number, height: number, value: (x: number, y: number) => number): RawImage {
-  const data = new Uint8Array(width * height);
-  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) data[y * width + x] = value(x, y);
-  return { data, width, height, channels: 1 };
-}
-
-/** Repaint the left half: on the 2×2 latent grid, column 0 is 1 and column 1 is 0. */
-const LATENT_MASK = [1, 0, 1, 0];
-const base = { prompt: 'a red cat', image: picture(), maskImage: mask(16, 16, (x) => (x < 8 ? 255 : 0)), height: 16, width: 16, numInferenceSteps: 4 } as const;
+const base = { prompt: 'a red cat', image: picture(), maskImage: LEFT_HALF_MASK, height: 16, width: 16, numInferenceSteps: 4 } as const;
 
 const generate = (pipe: StableDiffusionXLInpaintPipeline, options: LatentOptions = {}) =>
   pipe.generate({ ...base, outputType: 'latent', ...options } as StableDiffusionXLInpaintOptions<Name, 'latent'>);
 
 async function unetFeeds(pipe: StableDiffusionXLInpaintPipeline, options: LatentOptions) {
-  const spy = jest.spyOn(pipe.components.unet, 'run');
-  try {
-    await generate(pipe, options);
-    return spy.mock.calls.map(([feeds]) => feeds as ModelFeeds & { sample: Tensor; time_ids: Tensor });
-  } finally {
-    spy.mockRestore();
-  }
+  const calls = recordRuns(pipe.components.unet);
+  await generate(pipe, options);
+  return calls.map(({ feeds }) => feeds as ModelFeeds & { sample: Tensor; time_ids: Tensor });
 }
 
 /** A UNet stand-in with the given config that records its feeds and predicts zero noise. */
@@ -98,35 +70,7 @@ function recordingUnet(): { unet: OnnxModel; feeds: (ModelFeeds & { sample: Tens
   return { unet, feeds };
 }
 
-/** Channels [from, from + count) of a [B, C, h, w] tensor's first row, flattened. */
-function channels(tensor: Tensor, from: number, count: number): number[] {
-  return Array.from(tensor.narrow(0, 0, 1).narrow(1, from, count).data);
-}
-
 const rowsOf = (tensor: Tensor) => tensor.chunk(tensor.shape[0]).map((row) => Array.from(row.data));
-
-/** scalingFactor · (mean + exp(logvar / 2)·ε) from the toy VAE encoder, ε the next draw of `generator`. */
-async function sampledLatents(pipe: StableDiffusionXLInpaintPipeline, image: Tensor, generator: Generator): Promise<Tensor<'float32'>> {
-  const { latent_parameters: parameters } = await pipe.components.vaeEncoder.run({ sample: image });
-  const [mean, logvar] = parameters.chunk(2, 1);
-  const epsilon = randn(mean.shape, { generator });
-  const { scalingFactor } = pipe.components;
-  return new Tensor(Float32Array.from(mean.data, (m, i) => scalingFactor * (m + Math.exp(logvar.data[i] / 2) * epsilon.data[i])), mean.shape);
-}
-
-function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance = 1e-5): void {
-  expect(actual.length).toBe(expected.length);
-  for (let i = 0; i < expected.length; i++) expect(Math.abs(actual[i] - expected[i])).toBeLessThanOrEqual(tolerance);
-}
-
-function ddimAt(pipe: StableDiffusionXLInpaintPipeline, steps: number): DDIMScheduler {
-  const scheduler = DDIMScheduler.fromConfig(pipe.components.scheduler.config);
-  scheduler.setTimesteps(steps);
-  return scheduler;
-}
-
-const image16 = () => preprocessImage(base.image, { width: 16, height: 16 });
-const maskedImage16 = async () => maskOutImage(await image16(), new Tensor(Float32Array.from({ length: 256 }, (_, i) => (i % 16 < 8 ? 1 : 0)), [1, 1, 16, 16]));
 
 /** The timesteps a run visits, as its callbacks see them. */
 async function visitedTimesteps(options: LatentOptions): Promise<readonly number[]> {
@@ -161,12 +105,10 @@ describe('StableDiffusionXLInpaintPipeline with a 9-channel UNet', () => {
 
   it('by default (strength 0.9999) draws the picture sample, the noise, then the masked picture sample, and starts from the noised picture', async () => {
     const feeds = await unetFeeds(inpaint9, { generator: new Generator().manualSeed(6), guidanceScale: 1 });
-    const generator = new Generator().manualSeed(6);
-    const imageLatents = await sampledLatents(inpaint9, await image16(), generator);
-    const noise = randn([1, 4, 2, 2], { generator });
+    const { imageLatents, noise, maskedImageLatents } = await expectedDraws(inpaint9, 6);
     const reference = ddimAt(inpaint9, 4);
     expectClose(channels(feeds[0].sample, 0, 4), reference.addNoise(imageLatents, noise, reference.timesteps[1]).data);
-    expectClose(channels(feeds[0].sample, 5, 4), (await sampledLatents(inpaint9, await maskedImage16(), generator)).data);
+    expectClose(channels(feeds[0].sample, 5, 4), maskedImageLatents.data);
   });
 
   it('at strength 1 starts from pure noise (the first draw) and runs every step', async () => {
@@ -174,16 +116,15 @@ describe('StableDiffusionXLInpaintPipeline with a 9-channel UNet', () => {
     expect(feeds).toHaveLength(4);
     const generator = new Generator().manualSeed(5);
     expect(channels(feeds[0].sample, 0, 4)).toEqual(Array.from(randn([1, 4, 2, 2], { generator }).data));
-    expectClose(channels(feeds[0].sample, 5, 4), (await sampledLatents(inpaint9, await maskedImage16(), generator)).data);
+    expectClose(channels(feeds[0].sample, 5, 4), (await sampledLatents(inpaint9, await maskedPicture(), generator)).data);
   });
 
   it('with denoisingStart starts from the picture latents, un-noised, and runs only the timesteps below int(round(T − start·T))', async () => {
     const feeds = await unetFeeds(inpaint9, { generator: new Generator().manualSeed(7), guidanceScale: 1, numInferenceSteps: 10, denoisingStart: 0.35 });
     expect(feeds).toHaveLength(7);
-    const generator = new Generator().manualSeed(7);
-    expectClose(channels(feeds[0].sample, 0, 4), (await sampledLatents(inpaint9, await image16(), generator)).data);
-    randn([1, 4, 2, 2], { generator }); // the noise: drawn, unused by a 9-channel UNet
-    expectClose(channels(feeds[0].sample, 5, 4), (await sampledLatents(inpaint9, await maskedImage16(), generator)).data);
+    const { imageLatents, maskedImageLatents } = await expectedDraws(inpaint9, 7); // the noise: drawn, unused by a 9-channel UNet
+    expectClose(channels(feeds[0].sample, 0, 4), imageLatents.data);
+    expectClose(channels(feeds[0].sample, 5, 4), maskedImageLatents.data);
 
     expect(await visitedTimesteps({ denoisingStart: 0.35, strength: 0.1 })).toEqual([601, 501, 401, 301, 201, 101, 1]);
     expect(await visitedTimesteps({ denoisingEnd: 0.5 })).toEqual([801, 701, 601, 501]);
@@ -238,22 +179,11 @@ describe('StableDiffusionXLInpaintPipeline with a 4-channel UNet', () => {
     });
     expect(feeds[0].sample.shape).toEqual([1, 4, 2, 2]);
 
-    // Draws: the picture's VAE sample (needed for the blending), the noise, then the masked picture's sample.
-    const generator = new Generator().manualSeed(9);
-    const imageLatents = await sampledLatents(inpaint4, await image16(), generator);
-    const noise = randn([1, 4, 2, 2], { generator });
-    expectClose(seen[0].maskedImageLatents.data, (await sampledLatents(inpaint4, await maskedImage16(), generator)).data);
+    // Even at strength 1 the picture's VAE sample is drawn: the blending needs it.
+    const { imageLatents, noise, maskedImageLatents } = await expectedDraws(inpaint4, 9);
+    expectClose(seen[0].maskedImageLatents.data, maskedImageLatents.data);
     expect(Array.from(feeds[0].sample.data)).toEqual(Array.from(noise.data));
-
-    const reference = ddimAt(inpaint4, 4);
-    const timesteps = Array.from(reference.timesteps);
-    latentsPerStep.forEach((latents, step) => {
-      const known = step < timesteps.length - 1 ? reference.addNoise(imageLatents, noise, timesteps[step + 1]) : imageLatents;
-      latents.data.forEach((value, i) => {
-        if (LATENT_MASK[i % 4] === 0) expect(value).toBeCloseTo(known.data[i], 6);
-        else expect(Math.abs(value - known.data[i])).toBeGreaterThan(1e-4);
-      });
-    });
+    expectKnownRegionPutBack(latentsPerStep, imageLatents, noise, ddimAt(inpaint4, 4));
   });
 });
 
@@ -268,13 +198,12 @@ describe('StableDiffusionXLInpaintPipeline and the SDXL CFG cut-off', () => {
       rows.push(DOUBLED.map((name) => kwargs[name].shape[0]));
       if (step === 2) timeIdsAfterCutoff = rowsOf(kwargs.addTimeIds);
     };
-    const spy = jest.spyOn(pipe().components.unet, 'run');
+    const unetCalls = recordRuns(pipe().components.unet);
     const { images } = await pipe().generate({
       ...base, strength: 1, numImagesPerPrompt: 2, negativeOriginalSize: [8, 8], outputType: 'np',
       callbackOnStepEnd: [new SDXLCFGCutoff({ cutoffStepRatio: 0.5 }), record], callbackOnStepEndTensorInputs: DOUBLED,
     });
-    const samples = spy.mock.calls.map(([feeds]) => (feeds as { sample: Tensor }).sample.shape);
-    spy.mockRestore();
+    const samples = unetCalls.map(({ feeds }) => (feeds.sample as Tensor).shape);
     expect(samples).toEqual([...Array<number[]>(3).fill([4, inChannels, 2, 2]), [2, inChannels, 2, 2]]);
     expect(rows).toEqual([[4, 4, 4, 4, 4], [4, 4, 4, 4, 4], [2, 2, 2, 2, 2], [2, 2, 2, 2, 2]]);
     expect(timeIdsAfterCutoff).toEqual([[16, 16, 0, 0, 16, 16], [16, 16, 0, 0, 16, 16]]);
@@ -351,33 +280,12 @@ describe('StableDiffusionXLInpaintPipeline inputs and loading', () => {
 // per-step latents within 5e-4 + 5e-4·|ref|, the image within 1e-3. Entries with `diffusers_error` crash diffusers;
 // here they must run to the end.
 
-interface RunRef {
-  id: string;
-  model: string;
-  scheduler: string;
-  scheduler_config?: Record<string, unknown>;
-  seed: number;
-  kwargs: Record<string, unknown>;
-  callback: string | null;
-  callback_args: Record<string, number | null> | null;
-  steps?: { step: number; latents: number[] }[];
-  image?: { shape: number[]; data: number[] };
+/** `cutoff_step_index` is null where the ratio applies. */
+interface RunRef extends ReferenceRun<Record<string, number | null>> {
+  /** The pictures, as refs.json describes them (see `describedImage`). */
   init_image: string;
   mask_image: string;
-  diffusers_error?: string;
 }
-
-const SCHEDULER_CLASSES: Readonly<Record<string, string>> = {
-  pndm: 'PNDMScheduler',
-  ddim: 'DDIMScheduler',
-  ddim_trailing: 'DDIMScheduler',
-  euler: 'EulerDiscreteScheduler',
-  euler_karras: 'EulerDiscreteScheduler',
-  euler_a: 'EulerAncestralDiscreteScheduler',
-  dpmpp_2m: 'DPMSolverMultistepScheduler',
-  dpmpp_2m_karras: 'DPMSolverMultistepScheduler',
-  lms: 'LMSDiscreteScheduler',
-};
 
 const sdxlInpaintRuns = readSharedRefs<{ sdxl_inpaint_runs?: RunRef[] }>()?.sdxl_inpaint_runs ?? [];
 
@@ -397,26 +305,11 @@ function namedCallback(ref: RunRef) {
   }
 }
 
-/** The largest |ours − ref| − (atol + rtol·|ref|) (≤ 0 passes) and the largest |ours − ref|. */
-function compare(ours: ArrayLike<number>, ref: readonly number[], atol: number, rtol: number) {
-  expect(ours.length).toBe(ref.length);
-  let excess = -Infinity;
-  let maxAbsDiff = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const diff = Math.abs(ours[i] - ref[i]);
-    excess = Math.max(excess, diff - (atol + rtol * Math.abs(ref[i])));
-    maxAbsDiff = Math.max(maxAbsDiff, diff);
-  }
-  return { excess, maxAbsDiff };
-}
-
-const camelCase = (key: string) => key.replace(/_([a-z0-9])/g, (_, letter: string) => letter.toUpperCase());
-
 (sdxlInpaintRuns.length > 0 ? describe : describe.skip)('diffusers conformance (shared refs.json sdxl_inpaint_runs)', () => {
   test.each(sdxlInpaintRuns.map((ref) => [ref.id, ref] as const))('%s', async (_id, ref) => {
     const pipe = await StableDiffusionXLInpaintPipeline.fromPretrained(join(SHARED_CONFORMANCE_DIR, ref.model));
     // Entries where diffusers crashed carry no scheduler config: the model folder's own then, as diffusers loads it.
-    pipe.scheduler = schedulerFromConfig({ ...(ref.scheduler_config ?? pipe.scheduler.config), _class_name: SCHEDULER_CLASSES[ref.scheduler] });
+    pipe.scheduler = referenceScheduler({ scheduler: ref.scheduler, scheduler_config: ref.scheduler_config ?? pipe.scheduler.config });
     const steps: Float32Array[] = [];
     let numTimesteps = 0;
     const record = (state: CallbackPipeline, _step: number, _t: number, kwargs: CallbackKwargs<'latents'>) => {
@@ -425,7 +318,7 @@ const camelCase = (key: string) => key.replace(/_([a-z0-9])/g, (_, letter: strin
     };
     try {
       const { images } = await pipe.generate({
-        ...(Object.fromEntries(Object.entries(ref.kwargs).map(([key, value]) => [camelCase(key), value])) as Partial<StableDiffusionXLInpaintOptions<Name, 'np'>>),
+        ...(camelCaseKeys(ref.kwargs) as Partial<StableDiffusionXLInpaintOptions<Name, 'np'>>),
         image: describedImage(ref.init_image),
         maskImage: describedImage(ref.mask_image),
         generator: new Generator().manualSeed(ref.seed),
@@ -438,17 +331,7 @@ const camelCase = (key: string) => key.replace(/_([a-z0-9])/g, (_, letter: strin
         console.log(`${ref.id}: ran to the end (${steps.length} steps); diffusers fails with ${ref.diffusers_error}`);
         return;
       }
-      expect(steps).toHaveLength(ref.steps!.length);
-      let worstLatents = 0;
-      ref.steps!.forEach((expected, i) => {
-        const { excess, maxAbsDiff } = compare(steps[i], expected.latents, 5e-4, 5e-4);
-        expect(excess).toBeLessThanOrEqual(0);
-        worstLatents = Math.max(worstLatents, maxAbsDiff);
-      });
-      expect(images.shape).toEqual(ref.image!.shape);
-      const image = compare(images.data, ref.image!.data, 1e-3, 0);
-      expect(image.excess).toBeLessThanOrEqual(0);
-      console.log(`${ref.id}: max |latents − ref| = ${worstLatents.toExponential(2)}, max |image − ref| = ${image.maxAbsDiff.toExponential(2)}`);
+      expectMatchesReference(ref, steps, images);
     } finally {
       await pipe.dispose();
     }

@@ -7,13 +7,13 @@ import { GenerationContext } from '../callbacks/context.js';
 import type { CallbackOnStepEnd, CallbackPipeline, StableDiffusionXLTensorName } from '../contract.js';
 import { InvalidArgumentError, UnsupportedError } from '../errors.js';
 import { Generator } from '../random/generator.js';
-import { schedulerFromConfig } from '../schedulers/index.js';
 import { Tensor } from '../tensor.js';
 import { AutoPipelineForText2Image } from './auto-pipeline.js';
 import { StableDiffusionXLPipeline, type StableDiffusionXLOptions } from './stable-diffusion-xl.js';
 import { StableDiffusionPipeline } from './stable-diffusion.js';
 import { encodePromptXL, predictNoiseXL, type PromptXLSettings } from './stable-diffusion-xl-steps.js';
 import { runTextEncoder } from './steps.js';
+import { camelCaseKeys, expectMatchesReference, referenceScheduler, type ReferenceRun } from '../__fixtures__/conformance-runs.js';
 import { SHARED_CONFORMANCE_DIR, readSharedRefs } from '../__fixtures__/shared-conformance.js';
 import { SDXL_CFG_LAYOUT } from './cfg-layouts.js';
 
@@ -304,54 +304,18 @@ describe('AutoPipelineForText2Image', () => {
 });
 
 // The diffusers references, where the shared conformance data is present.
-const CONFORMANCE_DIR = SHARED_CONFORMANCE_DIR;
-
-interface SdxlRunRef {
-  id: string;
-  model: string;
-  pipeline: string;
-  scheduler: string;
+/** sdxl_runs entries all ran in diffusers, so each has its scheduler config. */
+interface SdxlRunRef extends ReferenceRun {
   scheduler_config: Record<string, unknown>;
-  seed: number;
-  kwargs: Record<string, unknown>;
-  callback: string | null;
-  callback_args: Record<string, number> | null;
-  steps: Array<{ step: number; latents: number[] }>;
-  image: { shape: number[]; data: number[] };
 }
-
-const SCHEDULER_CLASSES: Readonly<Record<string, string>> = {
-  pndm: 'PNDMScheduler',
-  ddim: 'DDIMScheduler',
-  ddim_trailing: 'DDIMScheduler',
-  euler: 'EulerDiscreteScheduler',
-  euler_karras: 'EulerDiscreteScheduler',
-  euler_a: 'EulerAncestralDiscreteScheduler',
-  dpmpp_2m: 'DPMSolverMultistepScheduler',
-  dpmpp_2m_karras: 'DPMSolverMultistepScheduler',
-  lms: 'LMSDiscreteScheduler',
-};
 
 const sdxlRuns: SdxlRunRef[] = (readSharedRefs<{ sdxl_runs: SdxlRunRef[] }>()?.sdxl_runs ?? []).filter((run) =>
   ['xl-euler-default', 'xl-interrupt'].includes(run.id),
 );
 
-/** diffusers' snake_case `__call__` kwargs as this pipeline's options. */
-function camelCaseKeys(kwargs: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(kwargs).map(([key, value]) => [key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()), value]));
-}
-
-/** Largest |ours − ref| − (atol + rtol·|ref|): ≤ 0 passes. */
-function worstExcess(ours: ArrayLike<number>, ref: readonly number[], atol: number, rtol: number): number {
-  let excess = -Infinity;
-  for (let i = 0; i < ref.length; i++) excess = Math.max(excess, Math.abs(ours[i] - ref[i]) - (atol + rtol * Math.abs(ref[i])));
-  return excess;
-}
-
 (sdxlRuns.length > 0 ? describe : describe.skip)('diffusers conformance (shared refs.json sdxl_runs)', () => {
   test.each(sdxlRuns.map((run) => [run.id, run] as const))('%s', async (_id, run) => {
-    const scheduler = schedulerFromConfig({ _class_name: SCHEDULER_CLASSES[run.scheduler], ...run.scheduler_config });
-    const xl = await StableDiffusionXLPipeline.fromPretrained(join(CONFORMANCE_DIR, run.model), { scheduler });
+    const xl = await StableDiffusionXLPipeline.fromPretrained(join(SHARED_CONFORMANCE_DIR, run.model), { scheduler: referenceScheduler(run) });
     try {
       const steps: Float32Array[] = [];
       const caseCallback: CallbackOnStepEnd<'latents'> = (state, step) => {
@@ -364,11 +328,7 @@ function worstExcess(ours: ArrayLike<number>, ref: readonly number[], atol: numb
         callbackOnStepEnd: [caseCallback, record],
         outputType: 'np',
       });
-
-      expect(steps).toHaveLength(run.steps.length);
-      run.steps.forEach((ref, i) => expect(worstExcess(steps[i], ref.latents, 5e-4, 5e-4)).toBeLessThanOrEqual(0));
-      expect(images.shape).toEqual(run.image.shape);
-      expect(worstExcess(images.data, run.image.data, 1e-3, 0)).toBeLessThanOrEqual(0);
+      expectMatchesReference(run, steps, images);
     } finally {
       await xl.dispose();
     }

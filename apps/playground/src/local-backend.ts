@@ -7,7 +7,7 @@ import sharp from 'sharp';
 import {
   AutoPipelineForText2Image,
   DiffError,
-  Generator,
+  generationOptions,
   parseGenerationRequest,
   type CallbackPlugin,
   type CallbackRegistry,
@@ -182,19 +182,7 @@ export class LocalBackend implements GenerationBackend {
     generation.emit({ type: 'started', id });
     try {
       const pipeline = await lane.load();
-      const output = await pipeline.generate({
-        prompt: request.prompt,
-        negativePrompt: request.negativePrompt,
-        numInferenceSteps: request.numInferenceSteps,
-        guidanceScale: request.guidanceScale,
-        width: request.width,
-        height: request.height,
-        scheduler: request.scheduler,
-        numImagesPerPrompt: request.numImagesPerPrompt,
-        generator: new Generator().manualSeed(request.seed),
-        callbackOnStepEnd: generation.callbacks,
-        signal: abortController.signal,
-      });
+      const output = await pipeline.generate({ ...generationOptions(request), callbackOnStepEnd: generation.callbacks, signal: abortController.signal });
       generation.pictures = await Promise.all(output.images.map(encodePng));
       generation.emit({ type: 'done', id, ...(output.interruptedAtStep === undefined ? {} : { interruptedAtStep: output.interruptedAtStep }) });
     } catch (error) {

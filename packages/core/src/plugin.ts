@@ -19,11 +19,13 @@ export {
   GENERATION_REQUEST_JSON_SCHEMA,
   GENERATION_REQUEST_LIMITS,
   InvalidRequestError,
+  generationOptions,
   generationRequestSchema,
   parseGenerationRequest,
   type CallbackRequest,
   type GenerationEvent,
   type GenerationEventType,
   type GenerationRequest,
+  type RequestGenerationOptions,
 } from './requests.js';
 export { SCHEDULER_NAMES, type SchedulerName } from './schedulers/names.js';

@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from './errors.js';
 import { CallbackRegistry } from './plugins/registry.js';
-import { GENERATION_REQUEST_JSON_SCHEMA, InvalidRequestError, generationRequestSchema, parseGenerationRequest } from './requests.js';
+import { GENERATION_REQUEST_JSON_SCHEMA, InvalidRequestError, generationOptions, generationRequestSchema, parseGenerationRequest } from './requests.js';
 
 const registry = new CallbackRegistry([{
   specificationVersion: 'v1', name: 'cfg-cutoff', description: 'Guidance off after a ratio of the steps.',
@@ -64,5 +64,14 @@ describe('parseGenerationRequest', () => {
     expect(Object.keys(GENERATION_REQUEST_JSON_SCHEMA.properties ?? {})).toEqual([
       'prompt', 'negativePrompt', 'seed', 'numInferenceSteps', 'guidanceScale', 'width', 'height', 'scheduler', 'numImagesPerPrompt', 'callbacks', 'model',
     ]);
+  });
+});
+
+describe('generationOptions', () => {
+  it('maps a request to generate options, the seed to a fresh Generator', () => {
+    const options = generationOptions(parseGenerationRequest({ prompt: 'x', seed: '7', numInferenceSteps: 3, scheduler: 'euler' }));
+    expect(options).toMatchObject({ prompt: 'x', numInferenceSteps: 3, scheduler: 'euler' });
+    expect(options.generator?.initialSeed()).toBe(7n);
+    expect(generationOptions({ prompt: 'x' }).generator).toBeUndefined();
   });
 });

@@ -5,6 +5,7 @@
  */
 import type { JsonSchema, StandardSchemaV1 } from './contract.js';
 import { InvalidArgumentError } from './errors.js';
+import { Generator } from './random/generator.js';
 import type { CallbackRegistry } from './plugins/registry.js';
 import { SCHEDULER_NAMES, type SchedulerName } from './schedulers/names.js';
 
@@ -192,6 +193,31 @@ export function parseGenerationRequest(value: unknown, options: { registry?: Cal
     }
   });
   return request;
+}
+
+/** The `generate` options a request sets (everything but callbacks and the signal, which the app adds). */
+export interface RequestGenerationOptions {
+  prompt: string;
+  negativePrompt?: string;
+  numInferenceSteps?: number;
+  guidanceScale?: number;
+  width?: number;
+  height?: number;
+  scheduler?: SchedulerName;
+  numImagesPerPrompt?: number;
+  generator?: Generator;
+}
+
+/**
+ * A validated request as `generate` options: `pipeline.generate({ ...generationOptions(request), callbackOnStepEnd,
+ * signal })`. The seed becomes a fresh `Generator`; without one the generation draws from a random seed.
+ */
+export function generationOptions(request: GenerationRequest): RequestGenerationOptions {
+  const { prompt, negativePrompt, numInferenceSteps, guidanceScale, width, height, scheduler, numImagesPerPrompt, seed } = request;
+  return {
+    prompt, negativePrompt, numInferenceSteps, guidanceScale, width, height, scheduler, numImagesPerPrompt,
+    ...(seed === undefined ? {} : { generator: new Generator().manualSeed(seed) }),
+  };
 }
 
 /**

@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import {
   AutoPipelineForText2Image,
   DiffError,
-  Generator,
+  generationOptions,
   InvalidArgumentError,
   parseGenerationRequest,
   type CallbackPlugin,
@@ -221,19 +221,7 @@ export async function startWorker(options: StartWorkerOptions): Promise<Generati
         return emit(event);
       });
       const pipeline = await pipelines.get(model);
-      const output = await pipeline.generate({
-        prompt: request.prompt,
-        negativePrompt: request.negativePrompt,
-        numInferenceSteps: request.numInferenceSteps,
-        guidanceScale: request.guidanceScale,
-        width: request.width,
-        height: request.height,
-        scheduler: request.scheduler,
-        numImagesPerPrompt: request.numImagesPerPrompt,
-        generator: new Generator().manualSeed(resolved.seed),
-        callbackOnStepEnd: callbacks,
-        signal,
-      });
+      const output = await pipeline.generate({ ...generationOptions(resolved), callbackOnStepEnd: callbacks, signal });
       await reported();
       const pngs = await Promise.all(output.images.map(encodePng));
       const { interruptedAtStep } = output;

@@ -1,4 +1,4 @@
-import { InvalidArgumentError, PipelineCallback, pipelineCallbackOptions, type PipelineCallbackOptions } from '@diff/core/plugin';
+import { InvalidArgumentError, PipelineCallback, pipelineCallbackOptions, withConstructorRules, type PipelineCallbackOptions } from '@diff/core/plugin';
 import type { CallbackKwargs, CallbackPipeline, CallbackPlugin, CallbackPluginDescriptor, JsonSchema } from '@diff/core/contract';
 import { z } from 'zod';
 
@@ -88,17 +88,6 @@ export class GuidanceIntervalCallback implements CallbackPlugin<never> {
 // Registry descriptors. The cross-option rules live in the constructors; the schemas reuse them, so that a registry
 // rejects exactly what `new` rejects, with the same message.
 
-function constructorRule<Options>(construct: (options: Options) => unknown) {
-  return (options: Options, context: z.RefinementCtx) => {
-    try {
-      construct(options);
-    } catch (error) {
-      if (!(error instanceof InvalidArgumentError)) throw error;
-      context.addIssue({ code: 'custom', message: error.message });
-    }
-  };
-}
-
 /** The options' JSON Schema with defaults and descriptions. zod types sub-schemas as possibly `true`; ours never are. */
 function jsonSchemaOf(schema: z.ZodType): JsonSchema {
   return z.toJSONSchema(schema, { io: 'input' }) as JsonSchema;
@@ -119,12 +108,10 @@ export const plugin: CallbackPluginDescriptor<PipelineCallbackOptions, undefined
   create: (options) => new CFGCutoffCallback(options),
 };
 
-const guidanceIntervalOptions = z
-  .strictObject({
-    start: z.number().min(0).max(1).default(0).describe('Fraction of the steps before which guidance is off: guidance starts at step floor(numTimesteps · start).'),
-    end: z.number().min(0).max(1).default(1).describe('Fraction of the steps from which guidance is off again: step floor(numTimesteps · end). Greater than start.'),
-  })
-  .superRefine(constructorRule((options: GuidanceIntervalOptions) => new GuidanceIntervalCallback(options)));
+const guidanceIntervalOptions = z.strictObject({
+  start: z.number().min(0).max(1).default(0).describe('Fraction of the steps before which guidance is off: guidance starts at step floor(numTimesteps · start).'),
+  end: z.number().min(0).max(1).default(1).describe('Fraction of the steps from which guidance is off again: step floor(numTimesteps · end). Greater than start.'),
+});
 
 /** `guidance-interval`: classifier-free guidance only for the steps in [start, end) of the run. */
 export const guidanceIntervalPlugin: CallbackPluginDescriptor<
@@ -135,7 +122,7 @@ export const guidanceIntervalPlugin: CallbackPluginDescriptor<
   specificationVersion: 'v1',
   name: 'guidance-interval',
   description: 'Classifier-free guidance only for the steps in [start, end) of the run (the generation must start with guidance on).',
-  options: guidanceIntervalOptions,
+  options: withConstructorRules(guidanceIntervalOptions, (options) => new GuidanceIntervalCallback(options)),
   optionsJsonSchema: jsonSchemaOf(guidanceIntervalOptions),
   create: (options) => new GuidanceIntervalCallback(options),
 };

@@ -1,5 +1,5 @@
 import type { CallbackKwargs, CallbackPipeline, CallbackPlugin, CallbackPluginDescriptor, JsonSchema } from '@diff/core/contract';
-import { InvalidArgumentError, PipelineCallback, pipelineCallbackOptions, type PipelineCallbackOptions } from '@diff/core/plugin';
+import { InvalidArgumentError, PipelineCallback, pipelineCallbackOptions, withConstructorRules, type PipelineCallbackOptions } from '@diff/core/plugin';
 import { z } from 'zod';
 
 export type { PipelineCallbackOptions } from '@diff/core/plugin';
@@ -157,17 +157,6 @@ export class IPAdapterScaleScheduleCallback implements CallbackPlugin<never> {
 // Registry descriptors. The rules live in the constructors; the schemas reuse them, so that a registry rejects
 // exactly what `new` rejects, with the same message.
 
-function constructorRule<Options>(construct: (options: Options) => unknown) {
-  return (options: Options, context: z.RefinementCtx) => {
-    try {
-      construct(options);
-    } catch (error) {
-      if (!(error instanceof InvalidArgumentError)) throw error;
-      context.addIssue({ code: 'custom', message: error.message });
-    }
-  };
-}
-
 /** The options' JSON Schema with defaults and descriptions. zod types sub-schemas as possibly `true`; ours never are. */
 function jsonSchemaOf(schema: z.ZodType): JsonSchema {
   return z.toJSONSchema(schema, { io: 'input' }) as JsonSchema;
@@ -200,10 +189,6 @@ const scheduleOptions = z
     to: z.number().optional().meta({ default: 0 }).describe('The scale from the progress end on.'),
     start: z.number().min(0).max(1).optional().meta({ default: 0 }).describe("The progress at which the scale starts to move from `from`; must stay 0 for 'step'."),
     end: z.number().min(0).max(1).optional().meta({ default: 1 }).describe("The progress at which the scale reaches `to` (where 'step' jumps); greater than start."),
-  })
-  .superRefine((options, context) => {
-    // Without `schedule` the options can only be checked with the runtime's scaleAt, in `create`.
-    if (options.schedule !== undefined) constructorRule(checkBuiltInSchedule)(options as BuiltInIPAdapterScaleSchedule, context);
   });
 
 /** Values the registry cannot carry in JSON. */
@@ -224,7 +209,8 @@ export const schedulePlugin: CallbackPluginDescriptor<
   specificationVersion: 'v1',
   name: 'ipadapter-schedule',
   description: 'Sets the IP-Adapter scale before every step from a schedule (linear, cosine or step from `from` to `to`), for this generation only.',
-  options: scheduleOptions,
+  // Without `schedule` the options can only be checked with the runtime's scaleAt, in `create`.
+  options: withConstructorRules(scheduleOptions, (options) => options.schedule !== undefined && checkBuiltInSchedule(options as BuiltInIPAdapterScaleSchedule)),
   optionsJsonSchema: jsonSchemaOf(scheduleOptions),
   create: (options, runtime) =>
     new IPAdapterScaleScheduleCallback((runtime?.scaleAt === undefined ? options : { ...options, scaleAt: runtime.scaleAt }) as IPAdapterScaleScheduleOptions),

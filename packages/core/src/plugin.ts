@@ -12,6 +12,7 @@ export {
   isCallbackPluginDescriptor,
   listCallbackPlugins,
   registerCallbackPlugin,
+  withConstructorRules,
 } from './plugins/registry.js';
 export { CALLBACK_PACKAGE_KEYWORD, discoverCallbackPlugins, type DiscoveredCallbackPackage } from './plugins/discover.js';
 export type * from './contract.js';

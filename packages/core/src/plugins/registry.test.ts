@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import type { CallbackPlugin, CallbackPluginDescriptor, StandardSchemaV1 } from '../contract.js';
 import { InvalidArgumentError, PluginLoadError } from '../errors.js';
 import { discoverCallbackPlugins } from './discover.js';
-import { CallbackRegistry } from './registry.js';
+import { CallbackRegistry, withConstructorRules } from './registry.js';
 
 /** A hand-written Standard Schema: any validator library works, zod is only what the official packages use. */
 function ratioSchema(): StandardSchemaV1<unknown, { ratio: number }> {
@@ -66,6 +66,18 @@ describe('CallbackRegistry', () => {
     expect(() => new CallbackRegistry([descriptor, { ...descriptor }])).toThrow(/A different callback plugin named "half-way"/);
     expect(new CallbackRegistry([descriptor, descriptor]).list()).toHaveLength(1);
     expect(() => new CallbackRegistry([{ name: 'x' } as never])).toThrow(/takes a callback plugin descriptor/);
+  });
+});
+
+describe('withConstructorRules', () => {
+  it('adds the constructor’s cross-option rules to a schema, as issues with the constructor’s message', () => {
+    const schema = withConstructorRules(ratioSchema(), ({ ratio }) => {
+      if (ratio === 0.25) throw new InvalidArgumentError('ratio 0.25 is reserved.');
+    });
+    expect(schema['~standard'].validate({ ratio: 0.5 })).toEqual({ value: { ratio: 0.5 } });
+    expect(schema['~standard'].validate({ ratio: 0.25 })).toEqual({ issues: [{ message: 'ratio 0.25 is reserved.' }] });
+    expect(schema['~standard'].validate({ ratio: 2 })).toMatchObject({ issues: [{ path: ['ratio'] }] });
+    expect(() => withConstructorRules(ratioSchema(), () => { throw new TypeError('bug'); })['~standard'].validate({})).toThrow(TypeError);
   });
 });
 

@@ -14,6 +14,30 @@ type AnyDescriptor = CallbackPluginDescriptor<any, any, any>;
 
 const NAME_PATTERN = /^[a-z0-9]+(?:-[a-z0-9]+)*$/;
 
+/**
+ * A plugin's options schema plus the rules its constructor enforces across options: `schema` validates the JSON
+ * (any Standard Schema: zod, valibot, …), then `construct` runs on the result and an `InvalidArgumentError` it throws
+ * becomes an issue — so the registry rejects exactly what `new` rejects, with the same message.
+ */
+export function withConstructorRules<Input, Output>(
+  schema: StandardSchemaV1<Input, Output>,
+  construct: (options: Output) => unknown,
+): StandardSchemaV1<Input, Output> {
+  const validate = (value: unknown): StandardSchemaV1.Result<Output> => {
+    const result = schema['~standard'].validate(value);
+    if (result instanceof Promise) throw new InvalidArgumentError('withConstructorRules needs a schema that validates synchronously.');
+    if (result.issues) return result;
+    try {
+      construct(result.value);
+    } catch (error) {
+      if (!(error instanceof InvalidArgumentError)) throw error;
+      return { issues: [{ message: error.message }] };
+    }
+    return result;
+  };
+  return { '~standard': { ...schema['~standard'], validate } };
+}
+
 /** Whether `value` has the shape of a callback plugin descriptor (used by discovery to find them in modules). */
 export function isCallbackPluginDescriptor(value: unknown): value is AnyDescriptor {
   if (typeof value !== 'object' || value === null) return false;

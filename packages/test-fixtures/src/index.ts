@@ -288,3 +288,4 @@ export function describedImage(recipe: string): RecipeImage {
   }
   return render(recipe, width, height, channels === 3 ? channelFunctions(recipe, body.split(';'), {}) : [compileExpression(body)]);
 }
+export { REFERENCE_SCHEDULER_CLASSES } from './schedulers.js';

@@ -1,4 +1,5 @@
 import { Generator, Tensor, UnsupportedError, randn, schedulerFromConfig, type Scheduler } from '@diff/core';
+import { REFERENCE_SCHEDULER_CLASSES } from '@diff/test-fixtures';
 import { runChecks, type Check, type Tolerance } from '../compare.js';
 import { reviveNonFinite, type SchedulerRef } from '../refs.js';
 import { settleCase, type CaseOutcome, type CaseResult } from '../report.js';
@@ -6,24 +7,12 @@ import { settleCase, type CaseOutcome, type CaseResult } from '../report.js';
 const SCHEDULE_TOLERANCE: Tolerance = { atol: 1e-4, rtol: 1e-5 };
 const TRAJECTORY_TOLERANCE: Tolerance = { atol: 1e-4, rtol: 1e-4 };
 
-/** The scheduler names of the refs (README "Scheduler names"); the variants differ only in their config. */
-const SCHEDULER_CLASSES: Readonly<Record<string, string>> = {
-  pndm: 'PNDMScheduler',
-  ddim: 'DDIMScheduler',
-  ddim_trailing: 'DDIMScheduler',
-  euler: 'EulerDiscreteScheduler',
-  euler_karras: 'EulerDiscreteScheduler',
-  euler_a: 'EulerAncestralDiscreteScheduler',
-  dpmpp_2m: 'DPMSolverMultistepScheduler',
-  dpmpp_2m_karras: 'DPMSolverMultistepScheduler',
-  lms: 'LMSDiscreteScheduler',
-};
 
 /** Builds the scheduler a refs entry names from its config (as written in refs.json); pipelines use it too. */
 export function buildScheduler(name: string, config: Record<string, unknown>): Scheduler {
-  const className = SCHEDULER_CLASSES[name];
+  const className = REFERENCE_SCHEDULER_CLASSES[name];
   if (!className) {
-    throw new UnsupportedError(`unknown scheduler name "${name}"; known: ${Object.keys(SCHEDULER_CLASSES).join(', ')}`);
+    throw new UnsupportedError(`unknown scheduler name "${name}"; known: ${Object.keys(REFERENCE_SCHEDULER_CLASSES).join(', ')}`);
   }
   return schedulerFromConfig({ ...reviveNonFinite(config), _class_name: className });
 }
